@@ -1,0 +1,50 @@
+# hallbox: `make run` starts a simulated hall; `make test` runs the whole suite.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+APT_PACKAGES := mosquitto mosquitto-clients ffmpeg chromium espeak-ng sox sqlite3
+
+.PHONY: run test test-long bench lint sysdeps venv clean
+
+# System packages: installed with apt-get only when one is missing.
+.make-sysdeps: Makefile
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@touch $@
+
+sysdeps: .make-sysdeps
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	@echo "hallbox: http://127.0.0.1:8080  (demo credentials: config/DEMO-CREDENTIALS.md)"
+	$(VENV)/bin/hallbox run --config config/hall.example.toml --sim --ignore-hours
+
+test: sysdeps venv
+	$(VENV)/bin/ruff check edge drivers tests bench
+	$(PY) -m pytest -q
+
+test-long: sysdeps venv
+	$(PY) -m pytest -q -m long
+
+bench: sysdeps venv
+	$(PY) -m bench
+
+lint: venv
+	$(VENV)/bin/ruff check edge drivers tests bench
+
+clean:
+	rm -rf $(VENV) .make-sysdeps var .pytest_cache .hypothesis

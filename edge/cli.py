@@ -1,0 +1,154 @@
+"""`hallbox`: run the box, check a config, verify a journal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from edge import systemd
+from edge.config import ConfigError, HallConfig, load_config
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "hall.example.toml"
+log = logging.getLogger("hallbox")
+
+
+def _config_or_exit(path: str) -> HallConfig:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _config_or_exit(args.file)
+    print(f"{args.file}: ok ({len(cfg.services)} services, {len(cfg.windows)} windows, "
+          f"{len(cfg.staff)} staff)")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from edge.verify import verify_db
+
+    path = Path(args.db)
+    if path.is_dir():
+        path = path / "hallbox.db"
+    r = verify_db(path)
+    if r.ok:
+        print(f"{path}: intact, {r.events} events, head seq {r.head_seq} hash {r.head_hash}")
+        return 0
+    print(f"{path}: BROKEN at seq {r.broken_seq}: {r.reason} "
+          f"({r.events} events verified before it)")
+    return 1
+
+
+def cmd_hash_pin(args: argparse.Namespace) -> int:
+    from argon2 import PasswordHasher
+
+    pin = args.pin or getpass.getpass("PIN: ")
+    print(PasswordHasher().hash(pin))
+    return 0
+
+
+async def _serve(args: argparse.Namespace, cfg: HallConfig, data: Path) -> None:
+    import uvicorn
+
+    from edge.api.app import create_app
+    from edge.components import BUILDERS, RunContext
+    from edge.runtime import HallRuntime
+
+    rt = HallRuntime(cfg, data, ignore_hours=args.ignore_hours)
+    rt.tick()
+    app = create_app(rt)
+    host = args.host or cfg.api.host
+    port = args.port or cfg.api.port
+    ctx = RunContext(rt, data, args.sim)
+    components = [c for build in BUILDERS for c in build(ctx)]
+    started = []
+    for comp in components:
+        try:
+            await comp.start()
+            started.append(comp)
+        except Exception:
+            log.exception("%s failed to start; the hall runs without it", comp.name)
+    if args.sim:
+        (data / "sim.json").write_text(json.dumps({"devices": ctx.sim_devices}, indent=2,
+                                                  ensure_ascii=False))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                           lifespan="off"))
+
+    async def housekeeping() -> None:
+        interval = systemd.watchdog_interval() or 30.0
+        while True:
+            await asyncio.sleep(min(interval, 30.0))
+            with contextlib.suppress(Exception):
+                rt.tick()
+            systemd.notify("WATCHDOG=1")
+
+    async def announce() -> None:
+        while not server.started:
+            await asyncio.sleep(0.05)
+        log.info("hallbox %s/%s serving http://%s:%d (data %s)", cfg.hall.site, cfg.hall.box,
+                 host, port, data)
+        systemd.notify("READY=1")
+
+    tasks = [asyncio.create_task(housekeeping()), asyncio.create_task(announce())]
+    try:
+        await server.serve()
+    finally:
+        for t in tasks:
+            t.cancel()
+        for comp in reversed(started):
+            try:
+                await comp.stop()
+            except Exception:
+                log.exception("%s failed to stop cleanly", comp.name)
+        rt.close()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _config_or_exit(args.config)
+    data = Path(args.data or os.environ.get("HALLBOX_DATA") or "var")
+    data.mkdir(parents=True, exist_ok=True)
+    if args.ignore_hours:
+        log.warning("opening hours are ignored (demo mode): tickets can be taken at any time")
+    asyncio.run(_serve(args, cfg, data))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("HALLBOX_LOG", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(prog="hallbox", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run the box")
+    r.add_argument("--config", default=os.environ.get("HALLBOX_CONFIG", str(DEFAULT_CONFIG)))
+    r.add_argument("--data", help="data directory (default ./var or $HALLBOX_DATA)")
+    r.add_argument("--sim", action="store_true", help="start simulated devices")
+    r.add_argument("--host")
+    r.add_argument("--port", type=int)
+    r.add_argument("--ignore-hours", action="store_true",
+                   help="take tickets outside opening hours (demo)")
+    r.set_defaults(fn=cmd_run)
+    c = sub.add_parser("check-config", help="validate a hall config; exit 2 on errors")
+    c.add_argument("file")
+    c.set_defaults(fn=cmd_check_config)
+    v = sub.add_parser("verify", help="verify a journal's hash chain; exit 1 if broken")
+    v.add_argument("db", help="hallbox.db or the data directory")
+    v.set_defaults(fn=cmd_verify)
+    h = sub.add_parser("hash-pin", help="make an argon2 hash for a staff PIN")
+    h.add_argument("pin", nargs="?")
+    h.set_defaults(fn=cmd_hash_pin)
+    args = p.parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,133 @@
+"""The hall config: one TOML file, validated at start, every error with its key path."""
+
+from __future__ import annotations
+
+import tomllib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+
+from edge.config.api import ApiSection, ApiToken
+from edge.config.base import Strict
+from edge.config.hall import HallSection
+from edge.config.queue import QueuePolicy
+from edge.config.services import ServiceConfig
+from edge.config.staff import StaffConfig
+from edge.config.windows import WindowConfig, WindowService
+
+__all__ = [
+    "ApiSection", "ApiToken", "ConfigError", "ConfigIssue", "HallConfig", "HallSection",
+    "QueuePolicy", "ServiceConfig", "StaffConfig", "WindowConfig", "WindowService",
+    "load_config", "parse_config",
+]
+
+
+class HallConfig(Strict):
+    hall: HallSection
+    queue: QueuePolicy = Field(default_factory=QueuePolicy)
+    services: list[ServiceConfig] = Field(min_length=1)
+    windows: list[WindowConfig] = Field(min_length=1)
+    staff: list[StaffConfig] = Field(default_factory=list)
+    api: ApiSection = Field(default_factory=ApiSection)
+
+    def service(self, code: str) -> ServiceConfig:
+        return next(s for s in self.services if s.code == code)
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path or '(top)'}: {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
+        self.source = source
+        self.issues = issues
+        super().__init__(f"{source}: {len(issues)} config error(s)\n" + "\n".join(
+            f"  {i}" for i in issues))
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _cross_check(cfg: HallConfig) -> list[ConfigIssue]:
+    """Rules that span sections: references must resolve, ids must be unique."""
+    issues: list[ConfigIssue] = []
+
+    def dupes(path: str, values: list[Any], what: str) -> None:
+        for value, n in Counter(values).items():
+            if n > 1:
+                idx = [i for i, v in enumerate(values) if v == value][1]
+                issues.append(ConfigIssue(f"{path}[{idx}]", f"duplicate {what} {value!r}"))
+
+    dupes("services", [s.code for s in cfg.services], "service code")
+    for i, s in enumerate(cfg.services):
+        if [x.prefix for x in cfg.services].index(s.prefix) != i:
+            issues.append(ConfigIssue(f"services[{i}].prefix",
+                                      f"ticket prefix {s.prefix!r} is already used"))
+    dupes("windows", [w.number for w in cfg.windows], "window number")
+    dupes("staff", [s.id for s in cfg.staff], "staff id")
+    dupes("api.tokens", [t.token_sha256 for t in cfg.api.tokens], "token")
+    codes = {s.code for s in cfg.services}
+    numbers = {w.number for w in cfg.windows}
+    for i, w in enumerate(cfg.windows):
+        seen: set[str] = set()
+        for j, ws in enumerate(w.services):
+            if ws.service not in codes:
+                issues.append(ConfigIssue(f"windows[{i}].services[{j}].service",
+                                          f"unknown service {ws.service!r}"))
+            if ws.service in seen:
+                issues.append(ConfigIssue(f"windows[{i}].services[{j}].service",
+                                          f"service {ws.service!r} listed twice"))
+            seen.add(ws.service)
+    for i, st in enumerate(cfg.staff):
+        for j, n in enumerate(st.windows or []):
+            if n not in numbers:
+                issues.append(ConfigIssue(f"staff[{i}].windows[{j}]", f"unknown window {n}"))
+    served = {ws.service for w in cfg.windows for ws in w.services}
+    for i, s in enumerate(cfg.services):
+        if s.code not in served:
+            issues.append(ConfigIssue(
+                f"services[{i}].code",
+                f"no window serves {s.code!r}; its tickets would never be called"))
+    return issues
+
+
+def parse_config(raw: dict[str, Any], source: str = "<config>") -> HallConfig:
+    try:
+        cfg = HallConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(source, [
+            ConfigIssue(_key_path(err["loc"]), err["msg"]) for err in e.errors()
+        ]) from None
+    issues = _cross_check(cfg)
+    if issues:
+        raise ConfigError(source, issues)
+    return cfg
+
+
+def load_config(path: str | Path) -> HallConfig:
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(p), [ConfigIssue("", "file not found")]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(p), [ConfigIssue("", f"not UTF-8 text: {e}")]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(str(p), [ConfigIssue("", f"TOML syntax: {e}")]) from None
+    return parse_config(raw, str(p))

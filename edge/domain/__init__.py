@@ -1,0 +1,1 @@
+"""Hall domain rules: plain code, injected clock, no I/O."""

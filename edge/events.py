@@ -1,0 +1,65 @@
+"""The event envelope and its hash chain (the contract in DESIGN.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+GENESIS_HASH = "0" * 64
+ENVELOPE_FIELDS = ("id", "seq", "ts", "site", "box", "type", "data", "prev_hash", "hash")
+
+
+def canonical_json(obj: Any) -> bytes:
+    """RFC 8785 for float-free JSON: sorted keys, no spaces, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
+
+
+def event_hash(envelope: dict[str, Any]) -> str:
+    """SHA-256 over every field but `hash` itself (prev_hash included)."""
+    body = {k: v for k, v in envelope.items() if k != "hash"}
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def uuid7() -> str:
+    """A UUIDv7 (RFC 9562): 48-bit ms timestamp, version, random bits; sortable by time."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return str(uuid.UUID(int=value))
+
+
+def rfc3339(when: datetime) -> str:
+    """RFC 3339 with the offset spelled out and millisecond precision."""
+    if when.tzinfo is None:
+        raise ValueError("event times must be aware")
+    return when.isoformat(timespec="milliseconds")
+
+
+def seal(
+    *, seq: int, ts: datetime, site: str, box: str, type_: str, data: dict[str, Any],
+    prev_hash: str, event_id: str | None = None,
+) -> dict[str, Any]:
+    """Build a full envelope, hash included."""
+    env: dict[str, Any] = {
+        "id": event_id or uuid7(),
+        "seq": seq,
+        "ts": rfc3339(ts),
+        "site": site,
+        "box": box,
+        "type": type_,
+        "data": data,
+        "prev_hash": prev_hash,
+    }
+    env["hash"] = event_hash(env)
+    return env

@@ -1,0 +1,72 @@
+"""Walk the journal's hash chain and say where it first breaks, and why."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.events import ENVELOPE_FIELDS, GENESIS_HASH, event_hash
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    events: int
+    head_seq: int
+    head_hash: str
+    broken_seq: int | None = None
+    reason: str | None = None
+
+
+def verify_db(path: str | Path) -> VerifyResult:
+    p = Path(path)
+    if not p.is_file():
+        return VerifyResult(False, 0, 0, GENESIS_HASH, 0, f"no database at {p}")
+    db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT seq, id, ts, type, prev_hash, hash, envelope FROM journal ORDER BY seq")
+        return _walk(rows, db)
+    except sqlite3.DatabaseError as e:
+        return VerifyResult(False, 0, 0, GENESIS_HASH, 0, f"unreadable database: {e}")
+    finally:
+        db.close()
+
+
+def _walk(rows: sqlite3.Cursor, db: sqlite3.Connection) -> VerifyResult:
+    expected, prev, n = 1, GENESIS_HASH, 0
+
+    def broken(seq: int, why: str) -> VerifyResult:
+        return VerifyResult(False, n, expected - 1, prev, seq, why)
+
+    for seq, eid, ts, typ, prev_col, hash_col, raw in rows:
+        if seq != expected:
+            return broken(expected, f"seq {expected} is missing (next row is seq {seq})"
+                          if seq > expected else f"seq {seq} appears out of order")
+        try:
+            env = json.loads(raw)
+        except json.JSONDecodeError as e:
+            return broken(seq, f"envelope is not JSON: {e}")
+        if not isinstance(env, dict) or set(env) != set(ENVELOPE_FIELDS):
+            return broken(seq, "envelope fields are not exactly " + ", ".join(ENVELOPE_FIELDS))
+        if env["seq"] != seq:
+            return broken(seq, f"envelope says seq {env['seq']} but the row is seq {seq}")
+        if env["prev_hash"] != prev:
+            return broken(seq, "prev_hash does not match the hash of the event before "
+                          "(an event was removed, inserted or altered)")
+        if event_hash(env) != env["hash"]:
+            return broken(seq, "hash does not match the event's content (altered)")
+        if (eid, ts, typ, prev_col, hash_col) != (env["id"], env["ts"], env["type"],
+                                                  env["prev_hash"], env["hash"]):
+            return broken(seq, "index columns disagree with the envelope (altered)")
+        prev, expected, n = env["hash"], expected + 1, n + 1
+    # The outbox refers to journal rows: a queued event whose journal row is gone was removed
+    # from the tail, which the chain alone cannot show.
+    missing = db.execute("SELECT min(seq) FROM outbox WHERE seq >= ?", (expected,)).fetchone()
+    if missing and missing[0] is not None:
+        return VerifyResult(False, n, expected - 1, prev, missing[0],
+                            f"outbox holds seq {missing[0]} but the journal ends at "
+                            f"{expected - 1} (events removed from the tail)")
+    return VerifyResult(True, n, expected - 1, prev)
