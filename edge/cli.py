@@ -9,6 +9,7 @@ import getpass
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -117,6 +118,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config_or_exit(args.config)
     data = Path(args.data or os.environ.get("HALLBOX_DATA") or "var")
     data.mkdir(parents=True, exist_ok=True)
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises it; make that a clean exit 0
+    # so systemd and tests see an orderly stop, not a kill.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if args.ignore_hours:
         log.warning("opening hours are ignored (demo mode): tickets can be taken at any time")
     asyncio.run(_serve(args, cfg, data))

@@ -1,0 +1,46 @@
+"""Core fixtures: the example hall config, a fake clock on a Monday morning, a runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from edge.clock import FakeClock
+from edge.config import HallConfig, load_config
+from edge.domain.queue import Hall
+from edge.runtime import HallRuntime
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_CONFIG = ROOT / "config" / "hall.example.toml"
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+MONDAY_0900 = datetime(2026, 11, 23, 9, 0, tzinfo=SHANGHAI)
+
+
+@pytest.fixture(scope="session")
+def hall_config() -> HallConfig:
+    return load_config(EXAMPLE_CONFIG)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(MONDAY_0900)
+
+
+@pytest.fixture
+def hall(hall_config: HallConfig, clock: FakeClock) -> Hall:
+    h = Hall(hall_config, clock)
+    h.open_day_if_needed()
+    h.dirty.clear()
+    return h
+
+
+@pytest.fixture
+def runtime(hall_config: HallConfig, clock: FakeClock, tmp_path: Path) -> Iterator[HallRuntime]:
+    rt = HallRuntime(hall_config, tmp_path / "data", clock=clock)
+    rt.tick()
+    yield rt
+    rt.close()
