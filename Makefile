@@ -34,7 +34,7 @@ run: venv
 	$(VENV)/bin/hallbox run --config config/hall.example.toml --sim --ignore-hours
 
 test: sysdeps venv
-	$(VENV)/bin/ruff check edge drivers tests bench
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 test-long: sysdeps venv
@@ -44,7 +44,7 @@ bench: sysdeps venv
 	$(PY) -m bench
 
 lint: venv
-	$(VENV)/bin/ruff check edge drivers tests bench
+	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf $(VENV) .make-sysdeps var .pytest_cache .hypothesis
