@@ -391,7 +391,7 @@ def _check_database(h: CrashHall) -> None:
         db.close()
 
 
-def _check_api(h: CrashHall, acks: RoundAcks) -> None:
+def _check_api(h: CrashHall, acks: RoundAcks) -> tuple[int, str]:
     led = h.ledger
     with httpx.Client(base_url=h.box.url, timeout=10, trust_env=False) as c:
         for tid in acks.issued:
@@ -410,9 +410,13 @@ def _check_api(h: CrashHall, acks: RoundAcks) -> None:
             r = c.get("/api/v1/whoami", headers={"authorization": f"Bearer {token}"})
             assert r.status_code == 200, f"acknowledged session at window {window}: {r.text}"
             assert r.json()["window"] == window
+        # The restarted box continues the chain from the head on disk.
         head = c.get("/healthz").json()["seq"]
         r = c.get("/api/v1/events", params={"after_seq": max(0, head - 1)}, headers=MANAGER)
-        assert r.status_code == 200 and r.json()["head_seq"] == head
+        assert r.status_code == 200
+        events = r.json()["events"]
+        assert [e["seq"] for e in events] == [head]
+        return head, events[0]["hash"]
 
 
 def _hallbox_verify(db: Path) -> subprocess.CompletedProcess[str]:
@@ -441,11 +445,12 @@ def test_sigkill_during_burst_loses_nothing_acknowledged(crash_hall: CrashHall,
     assert "intact" in v.stdout
 
     h.box.start()
-    _check_api(h, acks)
+    head = _check_api(h, acks)
     _check_database(h)
     r = verify_db(h.box.db)
     assert r.ok, r
     assert r.head_seq == r.events > 0
+    assert (r.head_seq, r.head_hash) == head
 
 
 def test_crash_rounds_did_real_work(crash_hall: CrashHall) -> None:
