@@ -183,6 +183,12 @@ def crash_hall(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrashHall]:
 
 
 # ---- the burst ----------------------------------------------------------------------------
+def _ok_json(r: httpx.Response) -> dict[str, Any]:
+    r.raise_for_status()
+    body: dict[str, Any] = r.json()
+    return body
+
+
 def _problem_code(r: httpx.Response) -> str:
     with contextlib.suppress(ValueError, KeyError, TypeError):
         return str(r.json()["type"]).rsplit(":", 1)[-1]
@@ -259,7 +265,15 @@ async def _staff(c: httpx.AsyncClient, staff: str, pin: str, window: int, relogi
         if r.status_code != 200:
             ledger.unexpected.append(f"window {window}: {r.status_code} {r.text}")
             return
-        cur = r.json()["current"]
+        view = r.json()
+        if view["staff"] != staff:
+            # Only after midnight: the new business day logged everyone out.
+            token = await _login(c, staff, pin, window, ledger)
+            if token is None:
+                return
+            auth = {"authorization": f"Bearer {token}"}
+            view = _ok_json(await c.get(f"/api/v1/windows/{window}", headers=auth))
+        cur = view["current"]
         ticket, state = (cur["id"], cur["state"]) if cur else (None, None)
         base = f"/api/v1/windows/{window}"
         while True:
@@ -394,13 +408,16 @@ def _check_database(h: CrashHall) -> None:
 def _check_api(h: CrashHall, acks: RoundAcks) -> tuple[int, str]:
     led = h.ledger
     with httpx.Client(base_url=h.box.url, timeout=10, trust_env=False) as c:
-        for tid in acks.issued:
+        # Only today's tickets are in the API (a round may straddle midnight); the database
+        # check covers every day.
+        today = c.get("/api/v1/board").json()["day"].replace("-", "") + "-"
+        for tid in (t for t in acks.issued if t.startswith(today)):
             r = c.get(f"/api/v1/tickets/{tid}", headers=MANAGER)
             assert r.status_code == 200, f"acknowledged ticket {tid}: {r.status_code} {r.text}"
             t, ack = r.json(), led.issued[tid]
             assert (t["number"], t["service"], t["issued_at"]) == (
                 ack["number"], ack["service"], ack["issued_at"])
-        for tid in acks.called:
+        for tid in (t for t in acks.called if t.startswith(today)):
             t = c.get(f"/api/v1/tickets/{tid}", headers=MANAGER).json()
             assert t["state"] in ("called", "serving", "finished"), t
             assert t["window"] == led.called[tid], t
