@@ -1,0 +1,281 @@
+"""Queue throughput: tickets issued and numbers called per second, with p50/p99 latency.
+
+Three layers do the same work, measured in the same run:
+- http: a real `hallbox run` subprocess on loopback, httpx clients with some concurrency;
+- runtime: HallRuntime in this process (domain + one SQLite commit per operation, no HTTP);
+- domain: the bare `Hall` with a FakeClock (no HTTP, no SQLite): the baseline of every figure.
+
+The work: TICKETS tickets spread evenly over the hall's services, then every window staffed
+and each window looping call-next / start / finish until nothing is left for it. A "number
+called" is one call-next that called a ticket; its start and finish are part of the loop, so
+the calls/s figures are whole service cycles (3 operations) per second. Latency is per
+call-next (per issue for tickets). Each phase stops early after PHASE_CAP_S.
+
+Only loopback; the example hall config is used with its daily caps raised to the maximum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import cycle
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from edge.clock import FakeClock
+from edge.config import HallConfig, load_config
+from edge.domain.queue import Hall
+from edge.runtime import HallRuntime
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_CONFIG = ROOT / "config" / "hall.example.toml"
+TICKETS = 700  # 100 per service of the example hall
+ISSUE_CONCURRENCY = 8
+PHASE_CAP_S = 8.0  # keeps the whole bench well under a minute on a busy machine
+READY_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Figure:
+    count: int
+    seconds: float
+    latencies_s: list[float]
+    concurrency: int
+
+    def as_dict(self, layer: str, figure: str, unit: str) -> dict[str, Any]:
+        lat = sorted(self.latencies_s)
+
+        def pct(p: float) -> float | None:
+            # Nearest rank: the smallest sample with at least p of all samples at or below it.
+            return round(lat[max(0, math.ceil(p * len(lat)) - 1)] * 1000, 3) if lat else None
+
+        return {"layer": layer, "figure": figure,
+                "value": round(self.count / self.seconds, 1) if self.seconds > 0 else None,
+                "unit": unit, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "n": self.count,
+                "concurrency": self.concurrency}
+
+
+def bench_config(tmp: Path) -> Path:
+    text, n = re.subn(r"(?m)^daily_cap = \d+$", "daily_cap = 999",
+                      EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    if n == 0:
+        raise RuntimeError("no daily_cap in the example config to raise")
+    path = tmp / "hall.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def staff_pins(cfg: HallConfig) -> Iterator[tuple[str, str, int]]:
+    """Demo staff S001..S014 at windows 1..14; the demo PIN is "8" + the id's digits."""
+    windows = sorted(w.number for w in cfg.windows)
+    for staff, window in zip(sorted(s.id for s in cfg.staff), windows, strict=False):
+        yield staff, "8" + staff[1:], window
+
+
+# ---- bare domain and runtime: the same loop, two ways to run an operation -----------------
+Run = Callable[[Callable[[Hall], tuple[Any, list[Any]]]], Any]
+
+
+def _drive(cfg: HallConfig, run: Run, tick: Callable[[], None]) -> tuple[Figure, Figure]:
+    services = [s.code for s in cfg.services]
+    lat: list[float] = []
+    t0 = time.perf_counter()
+    for i in range(TICKETS):
+        if time.perf_counter() - t0 > PHASE_CAP_S:
+            break
+        svc = services[i % len(services)]
+        s = time.perf_counter()
+        run(lambda h, svc=svc: h.issue(svc))
+        lat.append(time.perf_counter() - s)
+        tick()
+    issued = Figure(len(lat), time.perf_counter() - t0, lat, 1)
+
+    windows = []
+    for staff, _pin, window in staff_pins(cfg):
+        run(lambda h, staff=staff, window=window: (None, h.login(staff, window)))
+        windows.append(window)
+    lat = []
+    t0 = time.perf_counter()
+    active = list(windows)
+    while active and time.perf_counter() - t0 < PHASE_CAP_S:
+        for w in list(active):
+            s = time.perf_counter()
+            t = run(lambda h, w=w: h.call_next(w))
+            if t is None:
+                active.remove(w)
+                continue
+            lat.append(time.perf_counter() - s)
+            tick()
+            run(lambda h, w=w: (None, h.start(w)))
+            tick()
+            run(lambda h, w=w: (None, h.finish(w)))
+            tick()
+    called = Figure(len(lat), time.perf_counter() - t0, lat, 1)
+    return issued, called
+
+
+def bench_domain(cfg: HallConfig) -> tuple[Figure, Figure]:
+    clock = FakeClock(datetime(2026, 11, 23, 9, 0, tzinfo=ZoneInfo(cfg.hall.timezone)))
+    hall = Hall(cfg, clock, ignore_hours=True)
+    hall.open_day_if_needed()
+
+    def run(op: Callable[[Hall], tuple[Any, list[Any]]]) -> Any:
+        result, _events = op(hall)
+        hall.dirty.clear()  # what the runtime does after persisting
+        return result
+
+    return _drive(cfg, run, lambda: clock.advance(0.1))
+
+
+def bench_runtime(cfg: HallConfig, data: Path) -> tuple[Figure, Figure]:
+    rt = HallRuntime(cfg, data, ignore_hours=True)
+    try:
+        rt.tick()
+        return _drive(cfg, rt.execute, lambda: None)
+    finally:
+        rt.close()
+
+
+# ---- HTTP: a real server subprocess ---------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def hallbox_server(config: Path, data: Path) -> Iterator[str]:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = data.parent / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "run", "--config", str(config), "--data",
+             str(data), "--ignore-hours", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "HALLBOX_LOG": "WARNING"})
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        with httpx.Client(base_url=url, timeout=2, trust_env=False) as c:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"hallbox exited with {proc.returncode}: "
+                                       + log.read_text(errors="replace")[-2000:])
+                with contextlib.suppress(httpx.TransportError):
+                    if c.get("/healthz").status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("hallbox did not become ready")
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def _ok(r: httpx.Response, what: str) -> dict[str, Any]:
+    if r.status_code >= 300:
+        raise RuntimeError(f"{what}: {r.status_code} {r.text}")
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def _http(cfg: HallConfig, url: str) -> tuple[Figure, Figure]:
+    services = cycle([s.code for s in cfg.services])
+    remaining = TICKETS
+    lat: list[float] = []
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(
+            httpx.AsyncClient(base_url=url, timeout=30, trust_env=False))
+            for _ in range(max(ISSUE_CONCURRENCY, len(cfg.windows)))]
+
+        async def issuer(c: httpx.AsyncClient, t0: float) -> None:
+            nonlocal remaining
+            while remaining > 0 and time.perf_counter() - t0 < PHASE_CAP_S:
+                remaining -= 1
+                s = time.perf_counter()
+                r = await c.post("/api/v1/tickets", json={"service": next(services)})
+                lat.append(time.perf_counter() - s)
+                _ok(r, "take ticket")
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(issuer(c, t0) for c in clients[:ISSUE_CONCURRENCY]))
+        issued = Figure(len(lat), time.perf_counter() - t0, lat, ISSUE_CONCURRENCY)
+
+        staff = list(staff_pins(cfg))
+        tokens = await asyncio.gather(*(
+            c.post("/api/v1/sessions", json={"staff_id": s, "pin": pin, "window": w})
+            for c, (s, pin, w) in zip(clients, staff, strict=False)))
+        auth = [{"authorization": f"Bearer {_ok(r, 'login')['token']}"} for r in tokens]
+        lat = []
+
+        async def window(c: httpx.AsyncClient, w: int, headers: dict[str, str],
+                         t0: float) -> None:
+            base = f"/api/v1/windows/{w}"
+            while time.perf_counter() - t0 < PHASE_CAP_S:
+                s = time.perf_counter()
+                r = await c.post(f"{base}/call-next", headers=headers)
+                e = time.perf_counter() - s
+                if _ok(r, "call-next")["called"] is None:
+                    return
+                lat.append(e)
+                _ok(await c.post(f"{base}/start", headers=headers), "start")
+                _ok(await c.post(f"{base}/finish", headers=headers), "finish")
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(window(c, w, h, t0)
+                               for c, (_s, _p, w), h in zip(clients, staff, auth, strict=False)))
+        called = Figure(len(lat), time.perf_counter() - t0, lat, len(staff))
+    return issued, called
+
+
+def bench_http(cfg: HallConfig, config: Path, data: Path) -> tuple[Figure, Figure]:
+    with hallbox_server(config, data) as url:
+        return asyncio.run(_http(cfg, url))
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-queue-") as tmp:
+        root = Path(tmp)
+        config = bench_config(root)
+        cfg = load_config(config)
+        base_issue, base_call = bench_domain(cfg)
+        (root / "rt").mkdir()
+        rt_issue, rt_call = bench_runtime(cfg, root / "rt" / "data")
+        (root / "http").mkdir()
+        http_issue, http_call = bench_http(cfg, config, root / "http" / "data")
+
+    issue_unit, call_unit = "tickets/s", "calls/s"
+    for layer, fig, base, name, unit in (
+        ("http", http_issue, base_issue, "tickets_issued_per_s", issue_unit),
+        ("runtime", rt_issue, base_issue, "tickets_issued_per_s", issue_unit),
+        ("http", http_call, base_call, "numbers_called_per_s", call_unit),
+        ("runtime", rt_call, base_call, "numbers_called_per_s", call_unit),
+    ):
+        line = {"bench": "queue",
+                **fig.as_dict(layer, f"{layer}.{name}", unit),
+                "baseline": base.as_dict("domain", f"domain.{name}", unit)}
+        print(json.dumps(line, ensure_ascii=False), flush=True)
+
+
+if __name__ == "__main__":
+    main()
