@@ -58,17 +58,30 @@ class HallRuntime:
         except DomainError:
             # Refusals change nothing, but a day opened just before must still be recorded.
             if pre:
-                self._persist(pre)
+                self._persist(pre, self._day_extra(pre))
             self.hall.dirty.clear()
             raise
-        self._persist(pre + events, extra)
+        except Exception:
+            # A bug midway through an operation may have changed memory without its event:
+            # go back to what is on disk rather than commit half an operation later.
+            log.exception("operation failed unexpectedly; reloading hall state from the store")
+            self.hall = self._load()
+            raise
+        self._persist(pre + events, _chain(self._day_extra(pre), extra))
         return result
+
+    @staticmethod
+    def _day_extra(pre: list[DomainEvent]) -> Any:
+        """A new business day ends every staff session, in the same transaction."""
+        if not any(e.type == "day.opened" for e in pre):
+            return None
+        return lambda db: db.execute("DELETE FROM sessions")
 
     def tick(self) -> None:
         """Periodic: opens the new business day even when nobody takes a ticket."""
         pre = self.hall.open_day_if_needed()
         if pre:
-            self._persist(pre)
+            self._persist(pre, self._day_extra(pre))
 
     def _persist(self, events: list[DomainEvent], extra: Any = None) -> list[dict[str, Any]]:
         h = self.hall
@@ -94,3 +107,16 @@ class HallRuntime:
             d.clear()
         self.bus.publish(sealed)
         return sealed
+
+
+def _chain(*fns: Any) -> Any:
+    """Run several in-transaction side writes as one."""
+    todo = [f for f in fns if f is not None]
+    if not todo:
+        return None
+
+    def run(db: Any) -> None:
+        for f in todo:
+            f(db)
+
+    return run

@@ -61,6 +61,12 @@ CREATE TABLE IF NOT EXISTS sessions (
     expires_at   TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- A kiosk that lost the answer retries with the same Idempotency-Key and gets the same ticket.
+CREATE TABLE IF NOT EXISTS idempotency (
+    key        TEXT PRIMARY KEY,
+    ticket     TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
 """
 
 

@@ -77,6 +77,35 @@ def test_malformed_json(client: TestClient, runtime: HallRuntime) -> None:
     assert runtime.hall.tickets == {}
 
 
+def test_idempotency_key_gives_the_same_ticket(client: TestClient,
+                                               runtime: HallRuntime) -> None:
+    key = {"idempotency-key": "kiosk1-7f3a9c2e"}
+    first = client.post("/api/v1/tickets", json={"service": "SHMS"}, headers=key)
+    head = runtime.store.head_seq
+    again = client.post("/api/v1/tickets", json={"service": "SHMS"}, headers=key)
+    assert first.status_code == 201 and again.status_code == 200
+    assert again.json()["id"] == first.json()["id"] and runtime.store.head_seq == head
+    other = client.post("/api/v1/tickets", json={"service": "SHMS"},
+                        headers={"idempotency-key": "kiosk1-00000001"})
+    assert other.json()["number"] == "A002"
+    assert_problem(client.post("/api/v1/tickets", json={"service": "SHMS"},
+                               headers={"idempotency-key": "bad key!"}), 422,
+                   "bad-idempotency-key", "/header/Idempotency-Key")
+    # a refused issue leaves no key behind: the same key works once the input is right
+    k2 = {"idempotency-key": "kiosk1-00000002"}
+    assert client.post("/api/v1/tickets", json={"service": "NOPE"}, headers=k2).status_code == 404
+    assert client.post("/api/v1/tickets", json={"service": "SW"}, headers=k2).status_code == 201
+
+
+def test_new_day_ends_staff_sessions(client: TestClient, runtime: HallRuntime) -> None:
+    staff = login(client)
+    assert client.get("/api/v1/windows/1", headers=staff).status_code == 200
+    runtime.clock.advance(hours=24)  # type: ignore[attr-defined]
+    client.get("/api/v1/board")
+    assert_problem(client.get("/api/v1/windows/1", headers=staff), 401, "unauthorized")
+    assert runtime.store.db.execute("SELECT count(*) FROM sessions").fetchone()[0] == 0
+
+
 def test_unknown_service_is_404_with_pointer(client: TestClient) -> None:
     assert_problem(client.post("/api/v1/tickets", json={"service": "NOPE"}), 404,
                    "unknown-service", "/body/service")
@@ -250,6 +279,19 @@ def test_live_board_stream_against_a_real_server(tmp_path: Path) -> None:
                     if rs["issued"] == 1:
                         assert rs["waiting"] == 1
                         break
+        # the journal stream: backlog from after_seq, then live events, resumable by seq
+        events: list[dict[str, object]] = []
+        with httpx.stream("GET", f"{base}/api/v1/events/stream?after_seq=0", headers=MANAGER,
+                          timeout=10) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+                    if len(events) == 2:  # day.opened and the RS ticket from before
+                        httpx.post(f"{base}/api/v1/tickets", json={"service": "SW"}, timeout=10)
+                    if len(events) == 3:
+                        break
+        assert [e["seq"] for e in events] == [1, 2, 3]
+        assert events[2]["data"]["number"] == "G001"  # type: ignore[index]
         page = httpx.get(base + "/").text
         assert "自助取号" in page
     finally:

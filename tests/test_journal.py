@@ -189,3 +189,20 @@ def test_restart_restores_the_hall(runtime: HallRuntime, hall_config, clock, tmp
         assert verify_db(rt2.store.path).ok
     finally:
         rt2.close()
+
+
+def test_unexpected_failure_mid_operation_rolls_memory_back(runtime: HallRuntime) -> None:
+    fill(runtime, 1)
+
+    def buggy(h):  # type: ignore[no-untyped-def]
+        h.issue("SHMS")  # changes memory ...
+        raise KeyError("bug")  # ... then fails before returning its events
+
+    with pytest.raises(KeyError):
+        runtime.execute(buggy)
+    t = runtime.execute(lambda h: h.issue("SHMS"))
+    assert t.number == "A001"  # the half-done A001 was dropped, not committed silently
+    events = runtime.store.events_after(0, 100)
+    issued = [e["data"]["number"] for e in events if e["type"] == "ticket.issued"]
+    assert issued == ["B001", "A001"]
+    assert verify_db(runtime.store.path).ok

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -24,6 +25,7 @@ from edge.domain.model import Priority, Source, Ticket
 from edge.domain.queue import Hall
 from edge.runtime import HallRuntime
 
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{8,64}")
 UI_DIR = Path(__file__).resolve().parents[2] / "kiosk_ui"
 _ph = PasswordHasher()
 
@@ -128,14 +130,43 @@ def create_app(rt: HallRuntime) -> FastAPI:
         rt.tick()
         return rt.hall.board()
 
+    def idempotent(request: Request, issue: Any) -> tuple[Ticket, bool]:
+        """Issue once per Idempotency-Key: a retry after a lost answer gets the same ticket."""
+        key = request.headers.get("idempotency-key")
+        if key is None:
+            return rt.execute(issue), True
+        if not IDEMPOTENCY_KEY.fullmatch(key):
+            raise DomainError("invalid", "bad-idempotency-key",
+                              "Idempotency-Key must be 8-64 of A-Z a-z 0-9 _ -",
+                              "/header/Idempotency-Key")
+        row = rt.store.db.execute("SELECT ticket FROM idempotency WHERE key=?",
+                                  (key,)).fetchone()
+        if row is not None:
+            return rt.hall.ticket(row[0], "/header/Idempotency-Key"), False
+        issued: list[Ticket] = []
+
+        def remember(db: Any) -> None:
+            db.execute("INSERT INTO idempotency VALUES (?,?,?)",
+                       (key, issued[0].id, rt.clock.now().isoformat()))
+
+        def op(h: Hall) -> tuple[Ticket, Any]:
+            t, events = issue(h)
+            issued.append(t)
+            return t, events
+
+        return rt.execute(op, extra=remember), True
+
     @app.post("/api/v1/tickets", status_code=201)
-    async def take_ticket(body: TicketRequest, request: Request) -> dict[str, Any]:
+    async def take_ticket(body: TicketRequest, request: Request,
+                          response: Response) -> dict[str, Any]:
         if body.priority != "normal" or body.source != "kiosk":
             require(request, rt, "kiosk", "staff", "manager")
         if body.source == "desk":
             require(request, rt, "staff", "manager")
-        t = rt.execute(lambda h: h.issue(body.service, Priority(body.priority),
-                                         Source(body.source)))
+        t, new = idempotent(request, lambda h: h.issue(body.service, Priority(body.priority),
+                                                       Source(body.source)))
+        if not new:
+            response.status_code = 200
         return ticket_view(rt.hall, t)
 
     # ---- appointments --------------------------------------------------------------------
@@ -149,10 +180,12 @@ def create_app(rt: HallRuntime) -> FastAPI:
                 "slot_start": a.slot_start.isoformat(), "slot_end": a.slot_end.isoformat()}
 
     @app.post("/api/v1/appointments/{code}/check-in", status_code=201)
-    async def check_in(code: Annotated[str, PathParam(max_length=32)],
-                       request: Request) -> dict[str, Any]:
+    async def check_in(code: Annotated[str, PathParam(max_length=32)], request: Request,
+                       response: Response) -> dict[str, Any]:
         require(request, rt, "kiosk", "manager")
-        t = rt.execute(lambda h: h.check_in(code))
+        t, new = idempotent(request, lambda h: h.check_in(code))
+        if not new:
+            response.status_code = 200
         return ticket_view(rt.hall, t)
 
     # ---- tickets -------------------------------------------------------------------------
@@ -291,15 +324,28 @@ def create_app(rt: HallRuntime) -> FastAPI:
                 "next_after_seq": items[-1]["seq"] if items else after_seq}
 
     # ---- live streams (SSE) --------------------------------------------------------------
-    async def sse(request: Request, initial: list[str],
-                  render: Any) -> AsyncIterator[bytes]:
+    async def sse(request: Request, initial: Any, render: Any) -> AsyncIterator[bytes]:
+        """Subscribe first, then take the initial frames: nothing committed in between is lost
+        (both happen on the loop thread with no await between them)."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10_000)
-        unsubscribe = rt.bus.subscribe(f"sse-{id(queue)}",
-                                       lambda env: queue.put_nowait(env))
+        overflow = asyncio.Event()
+
+        def offer(env: dict[str, Any]) -> None:
+            try:
+                queue.put_nowait(env)
+            except asyncio.QueueFull:
+                overflow.set()
+
+        unsubscribe = rt.bus.subscribe(f"sse-{id(queue)}", offer)
         try:
-            for chunk in initial:
+            for chunk in initial():
                 yield chunk.encode()
             while not await request.is_disconnected():
+                if overflow.is_set():
+                    # A client too slow to keep up is cut off rather than silently skipping
+                    # events; EventSource reconnects with Last-Event-ID and resumes.
+                    yield b"event: overflow\ndata: {}\n\n"
+                    return
                 try:
                     env = await asyncio.wait_for(queue.get(), timeout=15)
                 except TimeoutError:
@@ -325,7 +371,7 @@ def create_app(rt: HallRuntime) -> FastAPI:
                                      "type": env["type"]}) + out
             return out
 
-        return StreamingResponse(sse(request, [frame("board", rt.hall.board())], render),
+        return StreamingResponse(sse(request, lambda: [frame("board", rt.hall.board())], render),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
@@ -334,11 +380,18 @@ def create_app(rt: HallRuntime) -> FastAPI:
                             after_seq: Annotated[int | None, Query(ge=0)] = None
                             ) -> StreamingResponse:
         require(request, rt, "manager", "central")
-        backlog: list[str] = []
-        last = rt.store.head_seq
-        if after_seq is not None:
-            for env in rt.store.events_after(after_seq, 1_000_000):
-                backlog.append(frame("event", env, env["seq"]))
+        resume = request.headers.get("last-event-id", "")
+        if after_seq is None and resume.isdigit():
+            after_seq = int(resume)
+        last = 0
+
+        def backlog() -> list[str]:
+            nonlocal last
+            last = rt.store.head_seq
+            if after_seq is None:
+                return []
+            return [frame("event", env, env["seq"])
+                    for env in rt.store.events_after(after_seq, 1_000_000)]
 
         def render(env: dict[str, Any]) -> str:
             return frame("event", env, env["seq"]) if env["seq"] > last else ""
