@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from edge import printing
 from edge.api import problems
 from edge.api.auth import Principal, identify, new_token, require, sha256_hex
 from edge.domain.errors import DomainError
@@ -26,6 +27,7 @@ from edge.runtime import HallRuntime
 
 UI_DIR = Path(__file__).resolve().parents[2] / "kiosk_ui"
 _ph = PasswordHasher()
+PRINT_WAIT_S = 3.0  # how long the kiosk response waits for the printer's verdict
 
 
 class Body(BaseModel):
@@ -134,9 +136,18 @@ def create_app(rt: HallRuntime) -> FastAPI:
             require(request, rt, "kiosk", "staff", "manager")
         if body.source == "desk":
             require(request, rt, "staff", "manager")
-        t = rt.execute(lambda h: h.issue(body.service, Priority(body.priority),
-                                         Source(body.source)))
-        return ticket_view(rt.hall, t)
+        who = identify(request, rt)
+        with printing.issuing_at(rt, who.name if who and who.role == "kiosk" else None):
+            t = rt.execute(lambda h: h.issue(body.service, Priority(body.priority),
+                                             Source(body.source)))
+        view = ticket_view(rt.hall, t)
+        desk = printing.desk_for(rt)
+        if desk is not None:
+            # The ticket is issued whatever the printer says; the kiosk shows this notice.
+            notice = await desk.outcome(t.id, timeout=PRINT_WAIT_S)
+            if notice is not None:
+                view["printer"] = notice
+        return view
 
     # ---- appointments --------------------------------------------------------------------
     @app.post("/api/v1/appointments", status_code=201)

@@ -1,0 +1,84 @@
+"""The builder `hallbox run` calls for the hall devices of [devices]: printers, RS-485 buses
+with their boards and keypads, and voice. With --sim it starts a simulator for each device
+first and points the driver at it (a pty symlink under {data}/dev/ or a loopback port).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from drivers.base import SharedBus
+from drivers.board import BoardDriver
+from drivers.keypad import KeypadDriver
+from drivers.printer import PrintDeskImpl, TicketPrinter
+from drivers.sim.board import BoardBusSim
+from drivers.sim.keypad import KeypadBusSim
+from drivers.sim.printer import PrinterSim
+
+if TYPE_CHECKING:
+    from edge.components import Component, RunContext
+
+
+# The simulators of each running box by data directory, for the demo and tests to drive.
+SIMS: dict[str, list[Any]] = {}
+
+
+class _Sims:
+    """Starts every simulator before any driver opens it."""
+
+    name = "hall-device-sims"
+
+    def __init__(self, sims: list[Any]) -> None:
+        self.sims = sims
+
+    async def start(self) -> None:
+        for s in self.sims:
+            await s.start()
+
+    async def stop(self) -> None:
+        for s in self.sims:
+            await s.stop()
+
+
+def build(ctx: RunContext) -> list[Component]:
+    dev = ctx.runtime.config.devices
+    if dev is None:
+        return []
+    rt = ctx.runtime
+    comps: list[Any] = []
+    sims: list[Any] = []
+    if ctx.sim:
+        dev_dir = ctx.data_dir / "dev"
+        for p in dev.printers:
+            ps = PrinterSim(dev_dir, p.id, tcp=p.port.startswith("tcp://"))
+            sims.append(ps)
+        for b in dev.buses:
+            boards = {x.address: x.protocol for x in dev.boards if x.bus == b.id}
+            pads = [x.address for x in dev.keypads if x.bus == b.id]
+            if boards:
+                sims.append(BoardBusSim(dev_dir, b.id, boards))
+            elif pads:
+                sims.append(KeypadBusSim(dev_dir, b.id, pads))
+        comps.append(_Sims(sims))
+        SIMS[str(ctx.data_dir)] = sims
+    printers = []
+    for p in dev.printers:
+        sim = next((s for s in sims if getattr(s, "device_id", None) == p.id), None)
+        printers.append(TicketPrinter(rt, p, port=sim.endpoint if sim else None))
+    buses = {}
+    for b in dev.buses:
+        sim = next((s for s in sims if getattr(s, "bus_id", None) == b.id), None)
+        buses[b.id] = SharedBus(b.id, sim.endpoint if sim else b.port, b.baudrate)
+    if printers:
+        comps += printers
+        comps.append(PrintDeskImpl(rt, printers))
+    if dev.boards:
+        comps.append(BoardDriver(rt, dev.boards, buses))
+    if dev.keypads:
+        comps.append(KeypadDriver(rt, dev.keypads, buses))
+    comps += list(buses.values())
+    for s in sims:
+        ctx.sim_devices.append({"class": s.device_class,
+                                "id": getattr(s, "device_id", None) or s.bus_id,
+                                "endpoint": s.endpoint})
+    return comps
