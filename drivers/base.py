@@ -105,6 +105,7 @@ class Link:
         self._expect: tuple[int, bytearray, asyncio.Future[bytes]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._quiet = False  # open failures already logged for this outage
+        self._request_lock = asyncio.Lock()
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -273,6 +274,10 @@ class Link:
 
     async def request(self, data: bytes, nbytes: int, timeout: float) -> bytes:
         """Flush input, send `data`, return the next `nbytes` (status queries like DLE EOT)."""
+        async with self._request_lock:  # one question on the wire at a time
+            return await self._request(data, nbytes, timeout)
+
+    async def _request(self, data: bytes, nbytes: int, timeout: float) -> bytes:
         if not self.online:
             raise DeviceOffline(f"{self.name} is offline")
         assert self._loop
