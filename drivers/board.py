@@ -8,6 +8,7 @@ since a board that missed frames keeps showing stale text.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from typing import Any
@@ -116,9 +117,11 @@ class BoardDriver:
         except DeviceOffline:
             pass  # resent on reconnect; health already says the bus is down
         except ValueError as e:  # text too long for the board: shorten, never fail the call
-            log.warning("%s: %s", b.id, e)
+            log.warning("%s: %s; shortened", b.id, e)
             self.text[b.id] = self.text[b.id][:40]
-            self._write(b)
+            with contextlib.suppress(DeviceOffline, ValueError):
+                bus.link.send(frame_for(b, self.text[b.id]))
+                self.frames_sent += 1
 
     # ---- bus events -------------------------------------------------------------------------
     def _on_up(self, bus_id: str) -> None:

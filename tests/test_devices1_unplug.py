@@ -16,7 +16,7 @@ CYCLES = 20
 RECOVER_S = 2.0
 
 
-async def _until(pred, timeout: float) -> bool:  # noqa: ANN001
+async def _until(pred, timeout: float) -> bool:
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while loop.time() < end:
@@ -26,7 +26,7 @@ async def _until(pred, timeout: float) -> bool:  # noqa: ANN001
     return pred()
 
 
-def _health(hall, device: str) -> tuple[bool, str | None]:  # noqa: ANN001
+def _health(hall, device: str) -> tuple[bool, str | None]:
     h = hall.rt.health.current[device]
     return h.online, h.grade
 
@@ -132,7 +132,8 @@ def test_keypad_bus_unplug_replug_20_cycles(tmp_path: Path) -> None:
                 sim.plug()
                 assert await _until(lambda: link.online, RECOVER_S), f"cycle {i}: not back"
                 assert await sim.key(12, kp.Func.KEY_CALL) == kp.AckStatus.OK
-                await sim.wait_display(12, lambda d: d[1] == f"G{i + 1:03d}")
+                want = f"G{i + 1:03d}"
+                await sim.wait_display(12, lambda d, w=want: d[1] == w)
                 assert await sim.key(12, kp.Func.KEY_NO_SHOW) == kp.AckStatus.OK
                 assert _health(hall, "keypad-w12") == (True, None)
 

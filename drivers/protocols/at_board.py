@@ -33,7 +33,7 @@ def encode(address: int, text: str) -> bytes:
     if not 1 <= address <= 254:
         raise ValueError("address is 1..254")
     clean = "".join(" " if ord(c) < 0x20 else c for c in text)
-    raw = clean.encode("gbk")
+    raw = clean.encode("gbk", errors="replace")  # a sign shows "?", it never refuses a call
     if len(raw) > MAX_TEXT:
         raise ValueError(f"board text is {len(raw)} bytes; at most {MAX_TEXT}")
     return b"@" + f"{address:03d}".encode() + raw + bytes([CR])

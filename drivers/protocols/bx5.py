@@ -121,7 +121,7 @@ class DynamicText:
 
 
 def encode_text(t: DynamicText) -> bytes:
-    raw = t.text.encode("gbk")
+    raw = t.text.encode("gbk", errors="replace")  # a sign shows "?", it never refuses a call
     if len(raw) > MAX_TEXT:
         raise ValueError(f"board text is {len(raw)} bytes; at most {MAX_TEXT}")
     area = AREA.pack(t.area, t.x, t.y, t.width, t.height, t.mode, t.speed, t.stay,

@@ -386,7 +386,7 @@ class EscPosDecoder:
         ln = buf[i + 3] | (buf[i + 4] << 8)
         if ln < 2 or ln > QR_MAX_DATA + 3:
             self.stats.oversized += 1
-            return 1
+            return 5  # drop the header; its declared payload is not trusted
         if n - i < 5 + ln:
             return 0
         body = bytes(buf[i + 5:i + 5 + ln])
@@ -420,7 +420,7 @@ class EscPosDecoder:
         total = wb * h
         if total == 0 or total > RASTER_MAX_BYTES or wb > 72:
             self.stats.oversized += 1
-            return 1
+            return 8
         if n - i < 8 + total:
             return 0
         out.append(Image(wb * 8, h, bytes(buf[i + 8:i + 8 + total])))
