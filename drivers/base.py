@@ -365,6 +365,12 @@ class DeviceHealthReporter:
     def offline(self, detail: str, metrics: dict[str, int] | None = None) -> None:
         self._report(False, self.offline_grade, detail, metrics)
 
+    def update_metrics(self, metrics: dict[str, int]) -> None:
+        """Same state, fresh counters (not journaled: only state changes are events)."""
+        cur = self.rt.health.current.get(self.device)
+        if cur is not None:
+            self._report(cur.online, cur.grade, cur.detail, metrics)
+
     def _report(self, online: bool, grade: Grade | None, detail: str,
                 metrics: dict[str, int] | None) -> None:
         try:

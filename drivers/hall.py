@@ -14,6 +14,7 @@ from drivers.printer import PrintDeskImpl, TicketPrinter
 from drivers.sim.board import BoardBusSim
 from drivers.sim.keypad import KeypadBusSim
 from drivers.sim.printer import PrinterSim
+from drivers.voice import AplaySpeaker, VoiceDriver, WavSink
 
 if TYPE_CHECKING:
     from edge.components import Component, RunContext
@@ -76,6 +77,12 @@ def build(ctx: RunContext) -> list[Component]:
         comps.append(BoardDriver(rt, dev.boards, buses))
     if dev.keypads:
         comps.append(KeypadDriver(rt, dev.keypads, buses))
+    if dev.voice:
+        if ctx.sim:
+            speaker: Any = WavSink(ctx.data_dir / "voice")
+        else:
+            speaker = {z.id: AplaySpeaker(z.output) for z in dev.voice.zones}
+        comps.append(VoiceDriver(rt, dev.voice, speaker, ctx.data_dir / "voice-cache"))
     comps += list(buses.values())
     for s in sims:
         ctx.sim_devices.append({"class": s.device_class,
