@@ -95,7 +95,10 @@ class BoardDriver:
         window = d.get("window")
         announce = t in ("ticket.called", "ticket.recalled")
         if announce:
-            self.calls.appendleft(call_text(d["number"], window))
+            line = call_text(d["number"], window)
+            if line in self.calls:  # a recall moves its line to the front, once
+                self.calls.remove(line)
+            self.calls.appendleft(line)
         for b in self.boards:
             if b.window is not None and b.window == window:
                 # A recall shows the same text: send it again so the board flashes it anew.

@@ -31,10 +31,13 @@ class _Sims:
 
     def __init__(self, sims: list[Any]) -> None:
         self.sims = sims
+        self.control_entry: dict[str, Any] | None = None  # sim.json entry of the keypad line
 
     async def start(self) -> None:
         for s in self.sims:
             await s.start()
+            if isinstance(s, KeypadBusSim) and self.control_entry is not None:
+                self.control_entry["control"] = f"127.0.0.1:{await s.serve_control()}"
 
     async def stop(self) -> None:
         for s in self.sims:
@@ -48,6 +51,7 @@ def build(ctx: RunContext) -> list[Component]:
     rt = ctx.runtime
     comps: list[Any] = []
     sims: list[Any] = []
+    sim_group: _Sims | None = None
     if ctx.sim:
         dev_dir = ctx.data_dir / "dev"
         for p in dev.printers:
@@ -60,7 +64,8 @@ def build(ctx: RunContext) -> list[Component]:
                 sims.append(BoardBusSim(dev_dir, b.id, boards))
             elif pads:
                 sims.append(KeypadBusSim(dev_dir, b.id, pads))
-        comps.append(_Sims(sims))
+        sim_group = _Sims(sims)
+        comps.append(sim_group)
         SIMS[str(ctx.data_dir)] = sims
     printers = []
     for p in dev.printers:
@@ -85,7 +90,10 @@ def build(ctx: RunContext) -> list[Component]:
         comps.append(VoiceDriver(rt, dev.voice, speaker, ctx.data_dir / "voice-cache"))
     comps += list(buses.values())
     for s in sims:
-        ctx.sim_devices.append({"class": s.device_class,
-                                "id": getattr(s, "device_id", None) or s.bus_id,
-                                "endpoint": s.endpoint})
+        entry = {"class": s.device_class, "id": getattr(s, "device_id", None) or s.bus_id,
+                 "endpoint": s.endpoint}
+        ctx.sim_devices.append(entry)
+        if isinstance(s, KeypadBusSim) and sim_group and sim_group.control_entry is None:
+            # Where a person (or script) presses keys in the demo; see drivers/sim/keypad.py.
+            sim_group.control_entry = entry
     return comps

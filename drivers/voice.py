@@ -79,6 +79,18 @@ def wav_seconds(path: Path) -> float:
         return w.getnframes() / float(w.getframerate())
 
 
+async def _communicate(proc: asyncio.subprocess.Process) -> tuple[bytes, bytes]:
+    """communicate(), but a cancelled announcement also ends its child process."""
+    try:
+        return await proc.communicate()
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        with contextlib.suppress(Exception):
+            await asyncio.shield(proc.wait())
+        raise
+
+
 class Speaker(Protocol):
     async def play(self, wav: Path, zone: str, label: str) -> None: ...
 
@@ -99,7 +111,7 @@ class AplaySpeaker:
             args[1:1] = ["-D", self.device]
         proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.DEVNULL,
                                                     stderr=asyncio.subprocess.PIPE)
-        _, err = await proc.communicate()
+        _, err = await _communicate(proc)
         if proc.returncode != 0:
             raise RuntimeError(f"{Path(self.player).name} failed: {err.decode(errors='replace')}")
 
@@ -154,7 +166,7 @@ class Synth:
         proc = await asyncio.create_subprocess_exec(
             self.exe, "-v", self.voice, "-s", str(self.speed), "-w", str(out), text,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-        _, err = await proc.communicate()
+        _, err = await _communicate(proc)
         if proc.returncode != 0 or not out.exists():
             raise RuntimeError(f"espeak-ng failed: {err.decode(errors='replace').strip()}")
         self._cache[text] = out
@@ -284,7 +296,9 @@ class VoiceZone:
             a.times -= 1
             a.said += 1
             if a.times > 0:
-                if len(self.queue) >= self.backlog_drop_repeats and self.queue:
+                if any(q.window == a.window for q in self.queue):
+                    self.stats.superseded += 1  # a newer call for this window is waiting
+                elif len(self.queue) >= self.backlog_drop_repeats and self.queue:
                     self.stats.dropped_repeats += a.times
                 else:
                     self.queue.appendleft(a)  # the repeat follows at once

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from drivers.protocols import keypad as kp
-from tests.devices1_fixtures import running_hall
+from drivers.sim.harness import running_hall
 
 
 def test_kiosk_ticket_prints_chinese_text_and_qr(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pty
 from pathlib import Path
 
 from drivers.protocols import keypad as kp
-from tests.devices1_fixtures import running_hall
+from drivers.sim.harness import running_hall
 
 CYCLES = 20
 RECOVER_S = 2.0
@@ -68,7 +68,7 @@ def test_printer_unplug_replug_20_cycles(tmp_path: Path) -> None:
 
 
 def test_network_printer_unplug_replug(tmp_path: Path) -> None:
-    from tests.devices1_fixtures import example_config
+    from drivers.sim.harness import example_config
 
     async def go() -> None:
         cfg = example_config()

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from drivers.protocols import keypad as kp
+from drivers.sim.harness import MONDAY_0900, example_config, running_hall
 from drivers.voice import VoiceDriver, WavSink, number_words, sentence, ticket_words
 from edge.clock import FakeClock
 from edge.config.devices_hall import VoiceConfig
 from edge.runtime import HallRuntime
-from tests.devices1_fixtures import MONDAY_0900, example_config, running_hall
 
 needs_audio_tools = pytest.mark.skipif(
     not (shutil.which("espeak-ng") and shutil.which("sox")),

@@ -8,11 +8,14 @@ stream the way the boards do: A5 opens a BX-5 frame up to 5A, "@" opens a text f
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 from drivers.protocols import bx5
 from drivers.protocols.at_board import AtDecoder
 from drivers.sim.pty_port import PtyPort
+
+log = logging.getLogger(__name__)
 
 
 class BoardBusSim:
@@ -94,6 +97,8 @@ class BoardBusSim:
         if kind != protocol:
             self.wrong_protocol += 1
             return False
+        if self.shown.get(address) != text:
+            log.info("%s board %d (%s): %s", self.bus_id, address, protocol, text)
         self.shown[address] = text
         self.frames[address] = self.frames.get(address, 0) + 1
         self.last_rx_at[address] = asyncio.get_running_loop().time()

@@ -2,6 +2,10 @@
 
 `press(address, func, data)` sends the key frame a keypad sends; the simulator decodes what the
 host sends back: acknowledgements and display contents per address.
+
+For the demo (`make run`), a loopback control port takes one line per key press, as a person
+at the keypad would: ``8 login S008:8008``, ``8 call``, ``8 finish``, ``8 transfer ZCDJ`` ...
+and answers with the acknowledgement and what the keypad's display shows.
 """
 
 from __future__ import annotations
@@ -11,6 +15,11 @@ from pathlib import Path
 
 from drivers.protocols import keypad as kp
 from drivers.sim.pty_port import PtyPort
+
+KEYS = {"call": kp.Func.KEY_CALL, "recall": kp.Func.KEY_RECALL, "finish": kp.Func.KEY_FINISH,
+        "pause": kp.Func.KEY_PAUSE, "transfer": kp.Func.KEY_TRANSFER,
+        "noshow": kp.Func.KEY_NO_SHOW, "start": kp.Func.KEY_START, "login": kp.Func.KEY_LOGIN,
+        "logout": kp.Func.KEY_LOGOUT}
 
 
 class KeypadBusSim:
@@ -25,6 +34,7 @@ class KeypadBusSim:
         self.display: dict[int, tuple[int, str, str]] = {}
         self.prompts: dict[int, str] = {}
         self._changed = asyncio.Event()
+        self._control: asyncio.Server | None = None
         self.port = PtyPort(dev_dir, bus_id, self._on_bytes)
 
     @property
@@ -36,6 +46,41 @@ class KeypadBusSim:
 
     async def stop(self) -> None:
         self.port.unplug()
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+
+    async def serve_control(self) -> int:
+        """Start the loopback control port; returns its port number."""
+        self._control = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return int(self._control.sockets[0].getsockname()[1])
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                writer.write((await self._command(line.decode("utf-8", "replace")) + "\n")
+                             .encode())
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _command(self, line: str) -> str:
+        parts = line.split()
+        if len(parts) < 2 or not parts[0].isdigit() or parts[1] not in KEYS:
+            return "usage: <address> " + "|".join(KEYS) + " [data]"
+        addr = int(parts[0])
+        if addr not in self.addresses:
+            return f"no keypad at address {addr}"
+        data = parts[2].encode("ascii", "replace") if len(parts) > 2 else b""
+        try:
+            status = await self.key(addr, KEYS[parts[1]], data, timeout=5.0)
+        except TimeoutError:
+            return "no answer from the box"
+        await asyncio.sleep(0.05)  # let the display update arrive
+        w, number, st = self.display.get(addr, (0, "", ""))
+        return f"{kp.AckStatus(status).name} display: waiting={w} number={number} {st}".strip()
 
     def unplug(self) -> None:
         self.port.unplug()

@@ -57,6 +57,7 @@ class PrinterSim:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.tcp_port: int | None = _free_port() if tcp else None
+        self.paper_file: Path | None = Path(dev_dir).parent / "sim" / f"{device_id}.txt"
 
     # ---- component / control --------------------------------------------------------------
     async def start(self) -> None:
@@ -131,7 +132,17 @@ class PrinterSim:
                     self.tickets.append(self._current)
                     self.last_cut_at = asyncio.get_running_loop().time()
                     self._ticket_event.set()
+                    self._show(render_text(self._current))
                 self._current = []
+
+    def _show(self, text: str) -> None:
+        """The demo's paper: each ticket in the log and appended to {data}/sim/<id>.txt."""
+        log.info("%s printed:\n%s", self.device_id, text)
+        if self.paper_file is not None:
+            with contextlib.suppress(OSError):
+                self.paper_file.parent.mkdir(parents=True, exist_ok=True)
+                with self.paper_file.open("a", encoding="utf-8") as f:
+                    f.write(text + "\n\n")
 
     # ---- reading the output -----------------------------------------------------------------
     async def wait_ticket(self, count: int, timeout: float = 5.0) -> list[Element]:

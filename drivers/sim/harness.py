@@ -1,4 +1,4 @@
-"""Helpers for the hall-device tests (issue 3): a whole simulated hall on one event loop.
+"""A whole simulated hall on one event loop, for the device tests and the device bench.
 
 `running_hall()` builds the box exactly as `hallbox run --sim` does (the same builder), starts
 every simulator and driver, and hands back the runtime, the simulators and an HTTP client on
@@ -30,7 +30,7 @@ from edge.components import RunContext
 from edge.config import HallConfig, load_config
 from edge.runtime import HallRuntime
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "hall.example.toml"
 MONDAY_0900 = datetime(2026, 11, 23, 9, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
 KIOSK = {"Authorization": "Bearer demo-kiosk-token"}
@@ -93,10 +93,11 @@ class SimHall:
 
 
 @contextlib.asynccontextmanager
-async def running_hall(tmp_path: Path, config: HallConfig | None = None) -> AsyncIterator[SimHall]:
+async def running_hall(tmp_path: Path, config: HallConfig | None = None,
+                       clock: FakeClock | None = None) -> AsyncIterator[SimHall]:
     cfg = config or example_config()
     data = tmp_path / "data"
-    rt = HallRuntime(cfg, data, clock=FakeClock(MONDAY_0900))
+    rt = HallRuntime(cfg, data, clock=clock or FakeClock(MONDAY_0900))
     rt.tick()
     ctx = RunContext(rt, data, sim=True)
     comps = build(ctx)
