@@ -55,6 +55,13 @@ class KeypadDriver:
         self.last_error: dict[int, str] = {}  # window -> last refusal, for the staff page
         self._unsub: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stale: set[int] = set()
+        self._status: dict[int, str] = {}
+        self._flush_scheduled = False
+        self._by_service: dict[str, list[KeypadConfig]] = {}
+        for k in keypads:
+            for s in rt.hall.window_cfg[k.window].services:
+                self._by_service.setdefault(s.service, []).append(k)
         for bus_id in {k.bus for k in keypads}:
             self.decoders[bus_id] = kp.KeypadDecoder()
             buses[bus_id].attach(on_data=lambda d, i=bus_id: self._on_data(i, d),
@@ -194,13 +201,36 @@ class KeypadDriver:
 
     # ---- display --------------------------------------------------------------------------
     def _display(self, k: KeypadConfig, status: str = "") -> None:
+        """Mark a keypad's display stale; all stale displays are sent once this turn ends.
+
+        Coalescing matters: one call changes the waiting count of every window serving that
+        service, and 50 windows calling at once would otherwise send 50 x 50 frames.
+        """
+        if status:
+            self._status[k.window] = status
+        self._stale.add(k.window)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_displays)
+
+    def _flush_displays(self) -> None:
+        self._flush_scheduled = False
         h = self.rt.hall
-        w = h.windows.get(k.window)
-        waiting = sum(len(h.waiting(s.service)) for s in h.window_cfg[k.window].services)
-        cur = h.current_ticket(k.window) if w else None
-        if not status and w is not None:
-            status = "OFF" if w.staff is None else "PAUSE" if w.paused else ""
-        self._send(k, kp.display(k.address, waiting, cur.number if cur else None, status))
+        waiting: dict[str, int] = {}
+        stale, self._stale = self._stale, set()
+        for window in sorted(stale):
+            k = self.by_window[window]
+            w = h.windows.get(window)
+            total = 0
+            for s in h.window_cfg[window].services:
+                if s.service not in waiting:
+                    waiting[s.service] = len(h.waiting(s.service))
+                total += waiting[s.service]
+            cur = h.current_ticket(window) if w else None
+            status = self._status.pop(window, "")
+            if not status and w is not None:
+                status = "OFF" if w.staff is None else "PAUSE" if w.paused else ""
+            self._send(k, kp.display(k.address, total, cur.number if cur else None, status))
 
     def _on_event(self, env: dict[str, Any]) -> None:
         t = env["type"]
@@ -211,13 +241,10 @@ class KeypadDriver:
                 self._display(k)
             if t in ("ticket.called", "ticket.transferred"):
                 # Other windows of the same service see their waiting count change.
-                self._refresh_service(d["service"], skip=d.get("window"))
+                self._refresh_service(d["service"])
         elif t in ("ticket.issued", "ticket.cancelled", "ticket.reactivated"):
             self._refresh_service(d["service"])
 
-    def _refresh_service(self, service: str, skip: int | None = None) -> None:
-        h = self.rt.hall
-        for k in self.keypads:
-            if k.window != skip and any(s.service == service
-                                        for s in h.window_cfg[k.window].services):
-                self._display(k)
+    def _refresh_service(self, service: str) -> None:
+        for k in self._by_service.get(service, []):
+            self._display(k)

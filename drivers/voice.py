@@ -71,7 +71,7 @@ def number_words(n: int) -> str:
 
 
 def sentence(number: str, window: int) -> str:
-    return f"请 {ticket_words(number)} 号，到 {number_words(window)} 号窗口办理"
+    return f"请 {ticket_words(number)} 号到 {number_words(window)} 号窗口办理"
 
 
 def wav_seconds(path: Path) -> float:

@@ -38,7 +38,7 @@ def test_numbers_read_the_way_halls_read_them() -> None:
     assert ticket_words("E100") == "E 一零零"
     assert [number_words(n) for n in (5, 10, 12, 20, 105, 110)] == \
         ["五", "十", "十二", "二十", "一百零五", "一百一十"]
-    assert sentence("A023", 5) == "请 A 零二三 号，到 五 号窗口办理"
+    assert sentence("A023", 5) == "请 A 零二三 号到 五 号窗口办理"
 
 
 @needs_audio_tools
@@ -46,7 +46,7 @@ def test_espeak_sentence_is_audible_and_plausibly_long(tmp_path: Path) -> None:
     from drivers.voice import Synth
 
     async def go() -> Path:
-        return await Synth(tmp_path, "cmn", 170).wav(sentence("A023", 5))
+        return await Synth(tmp_path, "cmn", 175).wav(sentence("A023", 5))
 
     wav = asyncio.run(go())
     s = sox_stat(wav)
