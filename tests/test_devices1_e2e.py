@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from drivers.keypad import KeypadDriver
 from drivers.protocols import keypad as kp
 from drivers.sim.harness import running_hall
 
@@ -92,5 +93,54 @@ def test_keypad_call_shows_on_window_and_main_board(tmp_path: Path) -> None:
             assert await pads.key(8, kp.Func.KEY_PAUSE) == kp.AckStatus.OK
             await boards.wait_shown(8, "欢迎光临")
             assert boards.wrong_protocol == 0 and boards.unknown_address == 0
+
+    asyncio.run(go())
+
+
+def test_keypad_runs_a_window_alone_and_ignores_noise(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running_hall(tmp_path) as hall:
+            pads, boards = hall.keypads, hall.boards
+            await hall.take_ticket("ZCDJ")
+            # Wrong PIN: refused, nobody logged in.
+            assert await pads.key(4, kp.Func.KEY_LOGIN, b"S004:0000") == kp.AckStatus.REFUSED
+            assert hall.rt.hall.windows[4].staff is None
+            assert await pads.key(4, kp.Func.KEY_LOGIN, b"S004:8004") == kp.AckStatus.OK
+            # Line noise and a frame for an address that is no keypad (an evaluator, say)
+            # change nothing and get no answer; the next key still works.
+            pads.port.write(b"\x00\xff\x68\x68garbage\x16" + kp.encode(
+                kp.KeypadFrame(77, kp.Func.RATING, b"\x01")))
+            assert await pads.key(4, kp.Func.KEY_CALL) == kp.AckStatus.OK
+            assert 77 not in pads.acks
+            await boards.wait_shown(4, "B001 请到4号窗口")
+            assert await pads.key(4, kp.Func.KEY_START) == kp.AckStatus.OK
+            assert hall.rt.hall.ticket("B001").state == "serving"
+            # Transfer to 经营许可: a new number in that queue, the window is free again.
+            assert await pads.key(4, kp.Func.KEY_TRANSFER, b"JYXK") == kp.AckStatus.OK
+            moved = hall.rt.hall.tickets["20261123-B001"]
+            assert moved.state == "transferred" and moved.transferred_to
+            await boards.wait_shown(4, "欢迎光临")
+            # The transferred applicant is called at the same window (it serves JYXK too).
+            assert await pads.key(4, kp.Func.KEY_CALL) == kp.AckStatus.OK
+            assert await pads.key(4, kp.Func.KEY_RECALL) == kp.AckStatus.OK
+            assert await pads.key(4, kp.Func.KEY_NO_SHOW) == kp.AckStatus.OK
+            assert await pads.key(4, kp.Func.KEY_TRANSFER, b"NOPE") == kp.AckStatus.REFUSED
+            assert await pads.key(4, kp.Func.KEY_LOGOUT) == kp.AckStatus.OK
+            await pads.wait_display(4, lambda d: d[2] == "OFF")
+            # A transferred ticket is handed over at the window, not printed at the kiosk.
+            assert len(hall.printer.tickets) == 1
+            kd = hall.component(KeypadDriver)
+            assert kd.foreign >= 1 and kd.decoders["rs485-keypads"].stats.garbage_bytes > 0
+
+    asyncio.run(go())
+
+
+def test_kiosk_without_printer_notice_when_no_printers(tmp_path: Path) -> None:
+    from drivers.sim.harness import example_config
+
+    async def go() -> None:
+        async with running_hall(tmp_path, example_config(printers=[])) as hall:
+            t = await hall.take_ticket("SHMS")
+            assert "printer" not in t
 
     asyncio.run(go())
