@@ -89,6 +89,11 @@ class BoardDriver:
 
     def _on_event(self, env: dict[str, Any]) -> None:
         t = env["type"]
+        if t == "day.opened":  # a new day: sessions ended, yesterday's calls are gone
+            self.calls.clear()
+            for b in self.boards:
+                self._show(b, self._window_text(b) if b.window else b.idle_text)
+            return
         if t not in WINDOW_EVENTS:
             return
         d = env["data"]

@@ -244,6 +244,9 @@ class KeypadDriver:
                 self._refresh_service(d["service"])
         elif t in ("ticket.issued", "ticket.cancelled", "ticket.reactivated"):
             self._refresh_service(d["service"])
+        elif t == "day.opened":
+            for k in self.keypads:
+                self._display(k)
 
     def _refresh_service(self, service: str) -> None:
         for k in self._by_service.get(service, []):

@@ -144,3 +144,46 @@ def test_kiosk_without_printer_notice_when_no_printers(tmp_path: Path) -> None:
             assert "printer" not in t
 
     asyncio.run(go())
+
+
+def test_each_kiosk_prints_on_its_own_printer(tmp_path: Path) -> None:
+    from drivers.sim.harness import example_config
+
+    async def go() -> None:
+        base = example_config()
+        assert base.devices is not None
+        own = base.devices.printers[0]
+        default = own.model_copy(update={"id": "printer-hall", "kiosk": None, "qr": "image"})
+        cfg = example_config(printers=[own, default])
+        async with running_hall(tmp_path, cfg) as hall:
+            sims = {s.device_id: s for s in hall.sims if hasattr(s, "decoder")
+                    and hasattr(s, "paper_end")}
+            t = await hall.take_ticket("SHMS")  # with the kiosk-1 token
+            assert t["printer"]["printer"] == "printer-kiosk-1"
+            r = await hall.client.post("/api/v1/tickets", json={"service": "SHMS"})
+            assert r.status_code == 201
+            assert r.json()["printer"]["printer"] == "printer-hall"
+            await sims["printer-kiosk-1"].wait_ticket(1)
+            await sims["printer-hall"].wait_ticket(1)
+            assert "A002" in sims["printer-hall"].text().replace(" ", "")
+            # The default printer has no native QR: the code comes as a raster image.
+            assert "[image" in sims["printer-hall"].text()
+            assert len(sims["printer-kiosk-1"].tickets) == 1
+
+    asyncio.run(go())
+
+
+def test_new_day_clears_boards_and_keypads(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running_hall(tmp_path) as hall:
+            await hall.take_ticket("RS")
+            assert await hall.keypads.key(10, kp.Func.KEY_LOGIN, b"S010:8010") == 0
+            assert await hall.keypads.key(10, kp.Func.KEY_CALL) == 0
+            await hall.boards.wait_shown(10, "F001 请到10号窗口")
+            hall.rt.clock.advance(hours=24)  # type: ignore[attr-defined]
+            hall.rt.tick()
+            await hall.boards.wait_shown(10, "欢迎光临")
+            await hall.boards.wait_shown(100, "天河区政务服务中心 欢迎您")
+            await hall.keypads.wait_display(10, lambda d: d[2] == "OFF" and d[1] == "")
+
+    asyncio.run(go())
