@@ -8,6 +8,7 @@ since a board that missed frames keeps showing stale text.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections import deque
@@ -21,6 +22,7 @@ from edge.runtime import HallRuntime
 log = logging.getLogger(__name__)
 
 PAUSED_TEXT = "暂停服务"
+REPLY_TIMEOUT_S = 2.0  # a BX-5 controller that leaves a command unanswered this long is faulty
 MAIN_CALLS = 3  # calls the main board keeps, newest first
 WINDOW_EVENTS = ("ticket.called", "ticket.recalled", "ticket.no_show", "ticket.finished",
                  "ticket.transferred", "ticket.started", "window.paused", "window.resumed",
@@ -54,6 +56,10 @@ class BoardDriver:
                        for b in boards}
         self._decoders: dict[str, bx5.Bx5Decoder] = {}
         self._unsub: Any = None
+        # BX-5 boards answer each command: the loop time of the oldest unanswered one.
+        self._unanswered: dict[tuple[str, int], float] = {}
+        self._silent: set[str] = set()
+        self._watch: asyncio.Task[None] | None = None
         for bus_id in {b.bus for b in boards}:
             bus = buses[bus_id]
             self._decoders[bus_id] = bx5.Bx5Decoder()
@@ -65,10 +71,15 @@ class BoardDriver:
         self._unsub = self.rt.bus.subscribe(self.name, self._on_event)
         for b in self.boards:
             self.text[b.id] = self._window_text(b) if b.window else b.idle_text
+        self._watch = asyncio.create_task(self._watch_replies(), name="boards-replies")
 
     async def stop(self) -> None:
         if self._unsub:
             self._unsub()
+        if self._watch:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
 
     # ---- what a board shows ---------------------------------------------------------------
     def _window_text(self, b: BoardConfig) -> str:
@@ -122,6 +133,9 @@ class BoardDriver:
         try:
             bus.link.send(frame_for(b, self.text[b.id]))
             self.frames_sent += 1
+            if b.protocol == "bx5":
+                self._unanswered.setdefault((b.bus, b.address),
+                                            asyncio.get_running_loop().time())
         except DeviceOffline:
             pass  # resent on reconnect; health already says the bus is down
         except ValueError as e:  # text too long for the board: shorten, never fail the call
@@ -135,6 +149,8 @@ class BoardDriver:
     def _on_up(self, bus_id: str) -> None:
         for b in self.boards:
             if b.bus == bus_id:
+                self._silent.discard(b.id)
+                self._unanswered.pop((b.bus, b.address), None)
                 self.health[b.id].ok("connected")
                 if b.id in self.text:
                     self._write(b)
@@ -148,3 +164,23 @@ class BoardDriver:
         for p in self._decoders[bus_id].feed(data):
             if p.dst == bx5.HOST_ADDR and p.data[:2] == bytes(bx5.CMD_ACK):
                 self.acks += 1
+                self._unanswered.pop((bus_id, p.src), None)
+                b = next((x for x in self.boards
+                          if x.bus == bus_id and x.address == p.src), None)
+                if b is not None and b.id in self._silent:
+                    self._silent.discard(b.id)
+                    self.health[b.id].ok("answering again")
+
+    async def _watch_replies(self) -> None:
+        """One dead controller on a live line: grade C for that board, the rest run on."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(REPLY_TIMEOUT_S / 4)
+            now = loop.time()
+            for b in self.boards:
+                since = self._unanswered.get((b.bus, b.address))
+                if since is None or b.id in self._silent or not self.buses[b.bus].link.online:
+                    continue
+                if now - since > REPLY_TIMEOUT_S:
+                    self._silent.add(b.id)
+                    self.health[b.id].degraded("C", "controller does not answer")

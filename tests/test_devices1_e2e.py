@@ -187,3 +187,33 @@ def test_new_day_clears_boards_and_keypads(tmp_path: Path) -> None:
             await hall.keypads.wait_display(10, lambda d: d[2] == "OFF" and d[1] == "")
 
     asyncio.run(go())
+
+
+def test_one_silent_bx5_board_is_grade_c_and_others_run_on(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running_hall(tmp_path) as hall:
+            boards = hall.boards
+            boards.dead.add(2)  # board-w2's controller fails; the line is fine
+            hall.login("S001", 1)
+            hall.login("S002", 2)
+            await hall.take_ticket("SHMS")
+            await hall.take_ticket("SHMS")
+            hall.rt.execute(lambda h: h.call_next(2))
+            hall.rt.execute(lambda h: h.call_next(1))
+            await boards.wait_shown(1, "A002 请到1号窗口")
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 6
+            while loop.time() < end and hall.rt.health.current["board-w2"].grade != "C":
+                await asyncio.sleep(0.05)
+            h = hall.rt.health.current["board-w2"]
+            assert (h.online, h.grade, h.detail) == (True, "C", "controller does not answer")
+            assert hall.rt.health.current["board-w1"].grade is None
+            # The controller is replaced: its next answer clears the fault.
+            boards.dead.discard(2)
+            hall.rt.execute(lambda h: (None, h.no_show(2)))
+            end = loop.time() + 6
+            while loop.time() < end and hall.rt.health.current["board-w2"].grade is not None:
+                await asyncio.sleep(0.05)
+            assert hall.rt.health.current["board-w2"].grade is None
+
+    asyncio.run(go())

@@ -28,6 +28,7 @@ class BoardBusSim:
         self.shown: dict[int, str] = {}
         self.frames: dict[int, int] = {}
         self.last_rx_at: dict[int, float] = {}  # loop time a board's last frame completed
+        self.dead: set[int] = set()  # boards that are broken: they neither show nor answer
         self.wrong_protocol = 0  # frames for an address whose board speaks the other protocol
         self.unknown_address = 0
         self.bx5 = bx5.Bx5Decoder()
@@ -91,6 +92,8 @@ class BoardBusSim:
 
     def _show(self, address: int, protocol: str, text: str) -> bool:
         kind = self.boards.get(address)
+        if address in self.dead:
+            return False
         if kind is None:
             self.unknown_address += 1
             return False
