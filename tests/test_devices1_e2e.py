@@ -7,7 +7,7 @@ from pathlib import Path
 
 from drivers.keypad import KeypadDriver
 from drivers.protocols import keypad as kp
-from drivers.sim.harness import running_hall
+from drivers.sim.harness import KIOSK, running_hall
 
 
 def test_kiosk_ticket_prints_chinese_text_and_qr(tmp_path: Path) -> None:
@@ -215,5 +215,24 @@ def test_one_silent_bx5_board_is_grade_c_and_others_run_on(tmp_path: Path) -> No
             while loop.time() < end and hall.rt.health.current["board-w2"].grade is not None:
                 await asyncio.sleep(0.05)
             assert hall.rt.health.current["board-w2"].grade is None
+
+    asyncio.run(go())
+
+
+def test_appointment_check_in_prints_with_its_note(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running_hall(tmp_path) as hall:
+            r = await hall.client.post(
+                "/api/v1/appointments", headers={"Authorization": "Bearer demo-manager-token"},
+                json={"code": "APP-0001", "service": "SW",
+                      "slot_start": "2026-11-23T09:10:00+08:00",
+                      "slot_end": "2026-11-23T09:30:00+08:00"})
+            assert r.status_code == 201, r.text
+            r = await hall.client.post("/api/v1/appointments/APP-0001/check-in",
+                                       headers=KIOSK)
+            assert r.status_code == 201, r.text
+            assert r.json()["printer"]["printed"] is True
+            await hall.printer.wait_ticket(1)
+            assert "【预约】" in hall.printer.text()
 
     asyncio.run(go())

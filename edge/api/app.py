@@ -136,17 +136,21 @@ def create_app(rt: HallRuntime) -> FastAPI:
             require(request, rt, "kiosk", "staff", "manager")
         if body.source == "desk":
             require(request, rt, "staff", "manager")
+        return await issue_and_print(
+            request, lambda h: h.issue(body.service, Priority(body.priority),
+                                       Source(body.source)))
+
+    async def issue_and_print(request: Request, op: Any) -> dict[str, Any]:
+        """Issue on the kiosk's printer; the ticket stands whatever the printer says."""
         who = identify(request, rt)
         with printing.issuing_at(rt, who.name if who and who.role == "kiosk" else None):
-            t = rt.execute(lambda h: h.issue(body.service, Priority(body.priority),
-                                             Source(body.source)))
+            t = rt.execute(op)
         view = ticket_view(rt.hall, t)
         desk = printing.desk_for(rt)
         if desk is not None:
-            # The ticket is issued whatever the printer says; the kiosk shows this notice.
             notice = await desk.outcome(t.id, timeout=PRINT_WAIT_S)
             if notice is not None:
-                view["printer"] = notice
+                view["printer"] = notice  # e.g. out of paper: "请拍照保存屏幕上的号码"
         return view
 
     # ---- appointments --------------------------------------------------------------------
@@ -163,8 +167,7 @@ def create_app(rt: HallRuntime) -> FastAPI:
     async def check_in(code: Annotated[str, PathParam(max_length=32)],
                        request: Request) -> dict[str, Any]:
         require(request, rt, "kiosk", "manager")
-        t = rt.execute(lambda h: h.check_in(code))
-        return ticket_view(rt.hall, t)
+        return await issue_and_print(request, lambda h: h.check_in(code))
 
     # ---- tickets -------------------------------------------------------------------------
     @app.get("/api/v1/tickets/{ticket}")
