@@ -77,7 +77,7 @@ class Link:
     def __init__(self, name: str, endpoint: Endpoint | str, *, baudrate: int = 9600,
                  on_data: OnData | None = None, on_up: OnUp | None = None,
                  on_down: OnDown | None = None, backoff_min: float = 0.05,
-                 backoff_max: float = 1.0) -> None:
+                 backoff_max: float = 0.5) -> None:
         self.name = name
         self.endpoint = Endpoint.parse(endpoint) if isinstance(endpoint, str) else endpoint
         self.baudrate = baudrate
