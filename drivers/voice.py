@@ -228,6 +228,8 @@ class VoiceZone:
         self._task = asyncio.create_task(self._run(), name=f"voice-{self.id}")
         if self.synth.exe is None:
             self.health.offline("espeak-ng is not installed")
+        elif isinstance(self.speaker, AplaySpeaker) and self.speaker.player is None:
+            self.health.offline("no audio player (aplay/paplay) installed")
         else:
             self.health.ok("ready", self.stats.metrics(0))
 
