@@ -37,3 +37,8 @@ Builder = Callable[[RunContext], list[Component]]
 
 # Order matters: simulators before the drivers that open them.
 BUILDERS: list[Builder] = []
+
+# Feature builders register here (imported last: they import this module's types).
+from drivers.hall import build as _hall_devices  # noqa: E402
+
+BUILDERS.append(_hall_devices)

@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from edge import printing
 from edge.api import problems
 from edge.api.auth import Principal, identify, new_token, require, sha256_hex
 from edge.domain.errors import DomainError
@@ -28,6 +29,7 @@ from edge.runtime import HallRuntime
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{8,64}")
 UI_DIR = Path(__file__).resolve().parents[2] / "kiosk_ui"
 _ph = PasswordHasher()
+PRINT_WAIT_S = 3.0  # how long the kiosk response waits for the printer's verdict
 
 
 class Body(BaseModel):
@@ -163,11 +165,29 @@ def create_app(rt: HallRuntime) -> FastAPI:
             require(request, rt, "kiosk", "staff", "manager")
         if body.source == "desk":
             require(request, rt, "staff", "manager")
-        t, new = idempotent(request, lambda h: h.issue(body.service, Priority(body.priority),
-                                                       Source(body.source)))
+        return await issue_and_print(
+            request, response, lambda h: h.issue(body.service, Priority(body.priority),
+                                                 Source(body.source)))
+
+    async def issue_and_print(request: Request, response: Response,
+                              op: Any) -> dict[str, Any]:
+        """Issue on the kiosk's printer; the ticket stands whatever the printer says.
+
+        A retry with a known Idempotency-Key returns the ticket already issued (200) and prints
+        nothing again."""
+        who = identify(request, rt)
+        with printing.issuing_at(rt, who.name if who and who.role == "kiosk" else None):
+            t, new = idempotent(request, op)
+        view = ticket_view(rt.hall, t)
         if not new:
             response.status_code = 200
-        return ticket_view(rt.hall, t)
+            return view
+        desk = printing.desk_for(rt)
+        if desk is not None:
+            notice = await desk.outcome(t.id, timeout=PRINT_WAIT_S)
+            if notice is not None:
+                view["printer"] = notice  # e.g. out of paper: "请拍照保存屏幕上的号码"
+        return view
 
     # ---- appointments --------------------------------------------------------------------
     @app.post("/api/v1/appointments", status_code=201)
@@ -183,10 +203,7 @@ def create_app(rt: HallRuntime) -> FastAPI:
     async def check_in(code: Annotated[str, PathParam(max_length=32)], request: Request,
                        response: Response) -> dict[str, Any]:
         require(request, rt, "kiosk", "manager")
-        t, new = idempotent(request, lambda h: h.check_in(code))
-        if not new:
-            response.status_code = 200
-        return ticket_view(rt.hall, t)
+        return await issue_and_print(request, response, lambda h: h.check_in(code))
 
     # ---- tickets -------------------------------------------------------------------------
     @app.get("/api/v1/tickets/{ticket}")

@@ -12,6 +12,8 @@ from pydantic import Field, ValidationError
 
 from edge.config.api import ApiSection, ApiToken
 from edge.config.base import Strict
+from edge.config.devices import DevicesSection
+from edge.config.devices import cross_check as _devices_cross_check
 from edge.config.hall import HallSection
 from edge.config.queue import QueuePolicy
 from edge.config.services import ServiceConfig
@@ -19,7 +21,8 @@ from edge.config.staff import StaffConfig
 from edge.config.windows import WindowConfig, WindowService
 
 __all__ = [
-    "ApiSection", "ApiToken", "ConfigError", "ConfigIssue", "HallConfig", "HallSection",
+    "ApiSection", "ApiToken", "ConfigError", "ConfigIssue", "DevicesSection", "HallConfig",
+    "HallSection",
     "QueuePolicy", "ServiceConfig", "StaffConfig", "WindowConfig", "WindowService",
     "load_config", "parse_config",
 ]
@@ -32,6 +35,7 @@ class HallConfig(Strict):
     windows: list[WindowConfig] = Field(min_length=1)
     staff: list[StaffConfig] = Field(default_factory=list)
     api: ApiSection = Field(default_factory=ApiSection)
+    devices: DevicesSection | None = None  # absent: no devices driven by this box
 
     def service(self, code: str) -> ServiceConfig:
         return next(s for s in self.services if s.code == code)
@@ -104,6 +108,8 @@ def _cross_check(cfg: HallConfig) -> list[ConfigIssue]:
             issues.append(ConfigIssue(
                 f"services[{i}].code",
                 f"no window serves {s.code!r}; its tickets would never be called"))
+    if cfg.devices is not None:
+        issues += [ConfigIssue(p, m) for p, m in _devices_cross_check(cfg.devices, numbers)]
     return issues
 
 
