@@ -14,6 +14,7 @@ from edge.config.api import ApiSection, ApiToken
 from edge.config.base import Strict
 from edge.config.hall import HallSection
 from edge.config.queue import QueuePolicy
+from edge.config.rating import RatingSection
 from edge.config.services import ServiceConfig
 from edge.config.staff import StaffConfig
 from edge.config.windows import WindowConfig, WindowService
@@ -32,6 +33,7 @@ class HallConfig(Strict):
     windows: list[WindowConfig] = Field(min_length=1)
     staff: list[StaffConfig] = Field(default_factory=list)
     api: ApiSection = Field(default_factory=ApiSection)
+    rating: RatingSection | None = None
 
     def service(self, code: str) -> ServiceConfig:
         return next(s for s in self.services if s.code == code)
