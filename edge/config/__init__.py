@@ -12,6 +12,9 @@ from pydantic import Field, ValidationError
 
 from edge.config.api import ApiSection, ApiToken
 from edge.config.base import Strict
+from edge.config.devices import DevicesSection
+from edge.config.devices import cross_check as _devices_cross_check
+from edge.config.devices_staff import cross_check_staff
 from edge.config.hall import HallSection
 from edge.config.queue import QueuePolicy
 from edge.config.rating import RatingSection
@@ -33,6 +36,7 @@ class HallConfig(Strict):
     windows: list[WindowConfig] = Field(min_length=1)
     staff: list[StaffConfig] = Field(default_factory=list)
     api: ApiSection = Field(default_factory=ApiSection)
+    devices: DevicesSection | None = None  # absent: no devices driven by this box
     rating: RatingSection | None = None
 
     def service(self, code: str) -> ServiceConfig:
@@ -106,7 +110,19 @@ def _cross_check(cfg: HallConfig) -> list[ConfigIssue]:
             issues.append(ConfigIssue(
                 f"services[{i}].code",
                 f"no window serves {s.code!r}; its tickets would never be called"))
+    if cfg.devices is not None:
+        issues += [ConfigIssue(p, m) for p, m in _devices_cross_check(cfg.devices, numbers)]
+        issues += [ConfigIssue(p, m) for p, m in _staff_devices_check(cfg.devices, numbers)]
     return issues
+
+
+def _staff_devices_check(dev: DevicesSection, numbers: set[int]) -> list[tuple[str, str]]:
+    return cross_check_staff(
+        dev.evaluators, dev.attendance, dev.fingerprints, windows=numbers,
+        buses={b.id for b in dev.buses},
+        bus_users={(d.bus, d.address): d.id for d in [*dev.boards, *dev.keypads]},
+        busy_buses={d.bus for d in [*dev.boards, *dev.keypads]},
+        taken_ids={d.id for t in (dev.printers, dev.buses, dev.boards, dev.keypads) for d in t})
 
 
 def parse_config(raw: dict[str, Any], source: str = "<config>") -> HallConfig:
