@@ -73,3 +73,43 @@ def serve_ticket(rt: HallRuntime, window: int, staff: str, service: str | None =
     rt.execute(lambda h: (None, h.start(window, staff)))
     rt.execute(lambda h: (None, h.finish(window, staff)))
     return t.id
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServedBox:
+    """The real API under uvicorn on loopback, on the caller's event loop (the loop thread)."""
+
+    def __init__(self, rt: HallRuntime) -> None:
+        self.rt = rt
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.ws = f"ws://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> ServedBox:
+        import asyncio
+
+        import uvicorn
+
+        from edge.api.app import create_app
+
+        self.server = uvicorn.Server(uvicorn.Config(
+            create_app(self.rt), host="127.0.0.1", port=self.port, log_level="warning",
+            lifespan="off"))
+        self.task = asyncio.create_task(self.server.serve())
+        for _ in range(500):
+            if self.server.started:
+                break
+            await asyncio.sleep(0.01)
+        assert self.server.started, "uvicorn did not start"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        await self.task
