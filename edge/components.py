@@ -37,3 +37,8 @@ Builder = Callable[[RunContext], list[Component]]
 
 # Order matters: simulators before the drivers that open them.
 BUILDERS: list[Builder] = []
+
+# Hall devices II (ratings, evaluators, attendance, fingerprint sensors).
+from drivers.staff_devices import build as _build_staff_devices  # noqa: E402
+
+BUILDERS.append(_build_staff_devices)
