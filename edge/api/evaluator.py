@@ -28,7 +28,7 @@ import json
 import logging
 import secrets
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi import Path as PathParam
@@ -36,6 +36,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.api.auth import require, sha256_hex
+from edge.api.problems import problem
 from edge.config.devices_staff import EvaluatorConfig
 from edge.domain.errors import DomainError
 from edge.domain.rating import (
@@ -58,6 +59,20 @@ MAX_FAILED_LOGINS = 3
 class RatingRequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ticket: str | None = Field(default=None, min_length=1, max_length=40)
+
+
+class EnrolBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    staff_id: str = Field(min_length=1, max_length=32)
+
+
+class IdentifyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    purpose: Literal["spot_check", "login"] = "spot_check"
+
+
+_SENSOR_STATUS = {"sensor-timeout": 504, "finger-timeout": 408, "sensor-offline": 503,
+                  "sensor-refused": 422, "unknown-staff": 404, "library-full": 409}
 
 
 class BadMessage(Exception):
@@ -135,6 +150,44 @@ def router(rt: HallRuntime) -> APIRouter:
         if path is None or not path.is_file():
             raise HTTPException(404, f"no photo for {staff_id}")
         return FileResponse(path)
+
+    # ---- fingerprint sensors at windows (R30x): enrolment and spot checks ------------------
+    def sensor(sensor_id: str) -> Any:
+        from drivers.fingerprint import SENSORS
+
+        drv = SENSORS.get(sensor_id)
+        if drv is None or drv.rt is not rt:
+            raise HTTPException(404, f"no running fingerprint sensor {sensor_id!r}")
+        return drv
+
+    async def run_sensor(request: Request, op: Any) -> Any:
+        from drivers.fingerprint import SensorError
+
+        try:
+            return await op
+        except SensorError as e:
+            return problem(_SENSOR_STATUS.get(e.code, 500), e.code,
+                           e.code.replace("-", " ").capitalize(), e.detail, request.url.path)
+
+    @api.post("/api/v1/fingerprints/{sensor_id}/enrol", status_code=201)
+    async def enrol(sensor_id: Annotated[str, PathParam(max_length=64)], body: EnrolBody,
+                    request: Request) -> Any:
+        require(request, rt, "manager")
+        drv = sensor(sensor_id)
+        out = await run_sensor(request, drv.enrol(body.staff_id))
+        return out if not isinstance(out, int) else {"sensor": sensor_id, "page": out,
+                                                      "staff": body.staff_id}
+
+    @api.post("/api/v1/fingerprints/{sensor_id}/identify")
+    async def identify(sensor_id: Annotated[str, PathParam(max_length=64)], body: IdentifyBody,
+                       request: Request) -> Any:
+        """随机抽查 by a manager or the central room; a staff login check at the sensor's window."""
+        who = require(request, rt, "manager", "central", "staff")
+        drv = sensor(sensor_id)
+        if who.role == "staff" and who.window != drv.cfg.window:
+            raise DomainError("forbidden", "not-your-window",
+                              f"sensor {sensor_id} is at window {drv.cfg.window}", "/path/sensor")
+        return await run_sensor(request, drv.identify(body.purpose))
 
     @api.websocket("/ws/evaluator")
     async def ws(sock: WebSocket) -> None:
