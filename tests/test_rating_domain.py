@@ -169,3 +169,30 @@ def test_levels_and_four_key_mapping():
     assert parse_level("very_dissatisfied") is Level.VERY_DISSATISFIED
     with pytest.raises(DomainError):
         parse_level("ok")
+
+
+def test_finished_ticket_never_requested_ends_unrated(d2_config, d2_clock, tmp_path):
+    from edge.config import RatingSection
+    from edge.runtime import HallRuntime
+
+    cfg = d2_config.model_copy(update={"rating": RatingSection(auto_request=False)})
+    rt = HallRuntime(cfg, tmp_path / "d", clock=d2_clock)
+    rt.tick()
+    svc = RatingService.of(rt)
+    try:
+        first = serve_ticket(rt, 1, "S001")
+        d2_clock.advance(60)
+        second = serve_ticket(rt, 1, "S001")
+        svc.request(1, second)  # the staff page asks for the second one only
+        d2_clock.advance(cfg.rating.window_seconds - 30)
+        svc.sweep()
+        [miss] = journal(rt, "rating.missing")
+        assert miss["data"]["ticket"] == first and miss["data"]["reason"] == "not_requested"
+        check_schema(miss)
+        assert svc.pending_for(1).ticket == second  # untouched by the sweep
+        assert svc.submit(tablet(1, Level.SATISFIED, second)).accepted
+        d2_clock.advance(3600)
+        svc.sweep()
+        assert len(journal(rt, "rating.missing")) == 1
+    finally:
+        rt.close()

@@ -16,7 +16,8 @@ Binding rules. A rating is accepted only when all hold:
 A submission that breaks a rule changes nothing and becomes a `rating.rejected` event with the
 rule's code, so refusals are counted. A request that is not answered in time (or is superseded
 by the window's next request, or by the day closing) ends the ticket as 未评价 via
-`rating.missing`; a missing rating is never turned into a level, least of all 满意.
+`rating.missing`, and so does a finished ticket that nobody asked to rate in that time; a
+missing rating is never turned into a level, least of all 满意.
 """
 
 from __future__ import annotations
@@ -139,9 +140,11 @@ class RatingDesk:
                 "window": r.window, "staff": r.staff}
 
     def _missing(self, hall: Hall, r: RatingRequest, why: str) -> DomainEvent:
-        self.pending.pop(r.window, None)
+        if r.window in self.pending and self.pending[r.window].ticket == r.ticket:
+            del self.pending[r.window]
         self.closed[r.ticket] = f"missing:{why}"
-        self.last_closed[r.window] = r.ticket
+        if why != "not_requested":
+            self.last_closed[r.window] = r.ticket
         return DomainEvent("rating.missing", {
             **self._ref(r), "result": UNRATED, "reason": why,
             "requested_at": rfc3339(hall.local(r.requested_at)),
@@ -154,8 +157,19 @@ class RatingDesk:
 
     # ---- operations ----------------------------------------------------------------------
     def sweep(self, hall: Hall) -> list[DomainEvent]:
-        """Periodic: requests past their time end 未评价."""
-        return self._roll_day(hall) + self._expire(hall)
+        """Periodic: requests past their time end 未评价, and so do finished tickets nobody
+        asked to rate within the time (so every finished ticket ends rated or 未评价)."""
+        events = self._roll_day(hall) + self._expire(hall)
+        limit = self.clock.now() - self.window
+        asked = {r.ticket for r in self.pending.values()}
+        for t in hall.tickets.values():
+            if (t.state == TicketState.FINISHED and t.finished_at is not None
+                    and t.finished_at < limit and t.id not in self.closed
+                    and t.id not in asked and t.window is not None and t.staff is not None):
+                events.append(self._missing(hall, RatingRequest(
+                    t.id, t.number, t.service, t.window, t.staff, t.finished_at,
+                    t.finished_at + self.window), "not_requested"))
+        return events
 
     def request(self, hall: Hall, window: int, ticket: str | None = None,
                 staff: str | None = None) -> tuple[RatingRequest, list[DomainEvent]]:
