@@ -307,6 +307,7 @@ class RatingDesk:
                     del self.pending[d["window"]]
                 self.closed[t] = "rated" if env["type"] == "rating.submitted" \
                     else f"missing:{d['reason']}"
-                self.last_closed[d["window"]] = t
+                if d.get("reason") != "not_requested":
+                    self.last_closed[d["window"]] = t
             elif env["type"] == "rating.rejected":
                 self.rejected[d["rule"]] += 1
