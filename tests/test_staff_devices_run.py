@@ -84,6 +84,8 @@ def _raw() -> dict:
      "devices.evaluators[12].bus"),
     (lambda d: d["devices"]["evaluators"][0].update(bus="rs485-eval"),
      "devices.evaluators[0]"),
+    (lambda d: d["devices"]["attendance"][0]["users"].update({"9": "S999"}),
+     "devices.attendance[0].users.9"),
     (lambda d: d["devices"]["attendance"][0].update(comm_key=1234),
      "devices.attendance[0].comm_key"),
     (lambda d: d["devices"]["fingerprints"][1].update(port=d["devices"]["fingerprints"][0]

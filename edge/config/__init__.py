@@ -112,17 +112,20 @@ def _cross_check(cfg: HallConfig) -> list[ConfigIssue]:
                 f"no window serves {s.code!r}; its tickets would never be called"))
     if cfg.devices is not None:
         issues += [ConfigIssue(p, m) for p, m in _devices_cross_check(cfg.devices, numbers)]
-        issues += [ConfigIssue(p, m) for p, m in _staff_devices_check(cfg.devices, numbers)]
+        issues += [ConfigIssue(p, m) for p, m in _staff_devices_check(cfg.devices, numbers,
+                                                                     {s.id for s in cfg.staff})]
     return issues
 
 
-def _staff_devices_check(dev: DevicesSection, numbers: set[int]) -> list[tuple[str, str]]:
+def _staff_devices_check(dev: DevicesSection, numbers: set[int],
+                         staff: set[str]) -> list[tuple[str, str]]:
     return cross_check_staff(
         dev.evaluators, dev.attendance, dev.fingerprints, windows=numbers,
         buses={b.id for b in dev.buses},
         bus_users={(d.bus, d.address): d.id for d in [*dev.boards, *dev.keypads]},
         busy_buses={d.bus for d in [*dev.boards, *dev.keypads]},
-        taken_ids={d.id for t in (dev.printers, dev.buses, dev.boards, dev.keypads) for d in t})
+        taken_ids={d.id for t in (dev.printers, dev.buses, dev.boards, dev.keypads) for d in t},
+        staff=staff)
 
 
 def parse_config(raw: dict[str, Any], source: str = "<config>") -> HallConfig:

@@ -85,7 +85,8 @@ def cross_check_staff(evaluators: list[EvaluatorConfig],
                       attendance: list[AttendanceTerminalConfig],
                       fingerprints: list[FingerprintSensorConfig], *, windows: set[int],
                       buses: set[str], bus_users: dict[tuple[str, int], str],
-                      busy_buses: set[str], taken_ids: set[str]) -> list[tuple[str, str]]:
+                      busy_buses: set[str], taken_ids: set[str],
+                      staff: set[str] | None = None) -> list[tuple[str, str]]:
     """References of issue 4's tables: (key path, message) pairs."""
     out: list[tuple[str, str]] = []
     ids = set(taken_ids)
@@ -120,6 +121,11 @@ def cross_check_staff(evaluators: list[EvaluatorConfig],
     tokens = [e.token_sha256 for e in evaluators if e.token_sha256]
     if len(tokens) != len(set(tokens)):
         out.append(("devices.evaluators", "two tablets share a device token"))
+    for i, a in enumerate(attendance):
+        for user_id, staff_id in a.users.items():
+            if staff is not None and staff_id not in staff:
+                out.append((f"devices.attendance[{i}].users.{user_id}",
+                            f"unknown staff {staff_id!r}"))
     ports = [f.port for f in fingerprints]
     for i, p in enumerate(ports):
         if ports.index(p) != i:
