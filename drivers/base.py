@@ -105,6 +105,7 @@ class Link:
         self._expect: tuple[int, bytearray, asyncio.Future[bytes]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._quiet = False  # open failures already logged for this outage
+        self._request_lock = asyncio.Lock()
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -273,6 +274,10 @@ class Link:
 
     async def request(self, data: bytes, nbytes: int, timeout: float) -> bytes:
         """Flush input, send `data`, return the next `nbytes` (status queries like DLE EOT)."""
+        async with self._request_lock:  # one question on the wire at a time
+            return await self._request(data, nbytes, timeout)
+
+    async def _request(self, data: bytes, nbytes: int, timeout: float) -> bytes:
         if not self.online:
             raise DeviceOffline(f"{self.name} is offline")
         assert self._loop
@@ -360,6 +365,12 @@ class DeviceHealthReporter:
     def offline(self, detail: str, metrics: dict[str, int] | None = None) -> None:
         self._report(False, self.offline_grade, detail, metrics)
 
+    def update_metrics(self, metrics: dict[str, int]) -> None:
+        """Same state, fresh counters (not journaled: only state changes are events)."""
+        cur = self.rt.health.current.get(self.device)
+        if cur is not None:
+            self._report(cur.online, cur.grade, cur.detail, metrics)
+
     def _report(self, online: bool, grade: Grade | None, detail: str,
                 metrics: dict[str, int] | None) -> None:
         try:
@@ -368,3 +379,52 @@ class DeviceHealthReporter:
         except Exception:
             # The journal refusing a health event must not take the driver down with it.
             log.exception("%s: health report failed", self.device)
+
+
+class SharedBus:
+    """One RS-485 line shared by several drivers (boards, keypads, evaluators).
+
+    The bus is one Link; each driver attaches its handlers and sees every byte and every
+    up/down. A handler that raises is logged and never affects the other drivers.
+    """
+
+    def __init__(self, bus_id: str, endpoint: Endpoint | str, baudrate: int = 9600) -> None:
+        self.bus_id = bus_id
+        self.name = f"bus-{bus_id}"
+        self._data: list[OnData] = []
+        self._up: list[OnUp] = []
+        self._down: list[OnDown] = []
+        self.link = Link(self.name, endpoint, baudrate=baudrate, on_data=self._on_data,
+                         on_up=self._on_up, on_down=self._on_down)
+
+    def attach(self, on_data: OnData | None = None, on_up: OnUp | None = None,
+               on_down: OnDown | None = None) -> None:
+        if on_data:
+            self._data.append(on_data)
+        if on_up:
+            self._up.append(on_up)
+        if on_down:
+            self._down.append(on_down)
+
+    async def start(self) -> None:
+        await self.link.start()
+
+    async def stop(self) -> None:
+        await self.link.stop()
+
+    @staticmethod
+    def _each(fns: list[Callable[..., None]], *args: object) -> None:
+        for fn in list(fns):
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("bus handler %s failed", getattr(fn, "__qualname__", fn))
+
+    def _on_data(self, data: bytes) -> None:
+        self._each(self._data, data)
+
+    def _on_up(self) -> None:
+        self._each(self._up)
+
+    def _on_down(self, reason: str) -> None:
+        self._each(self._down, reason)

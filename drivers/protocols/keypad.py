@@ -172,6 +172,13 @@ class KeypadDecoder:
                 continue
             total = 4 + ln + 2
             if n - j < total:
+                # A truncated frame (or noise that looks like a header) must not swallow a
+                # whole valid frame already behind it: drop the candidate if one follows.
+                k = self._complete_after(buf, j + 1, n)
+                if k is not None:
+                    self.stats.bad_length += 1
+                    i = k
+                    continue
                 i = j
                 break
             body = bytes(buf[j + 4:j + 4 + ln])
@@ -189,3 +196,16 @@ class KeypadDecoder:
             i = j + total
         del buf[:i]
         return out
+
+    @staticmethod
+    def _complete_after(buf: bytearray, start: int, n: int) -> int | None:
+        """Index of the first whole valid frame starting at or after `start`, if any."""
+        j = buf.find(START, start)
+        while 0 <= j and n - j >= 6:
+            ln = buf[j + 1]
+            if ln == buf[j + 2] and buf[j + 3] == START and 2 <= ln <= MAX_L \
+                    and n - j >= 6 + ln and buf[j + 5 + ln] == END \
+                    and buf[j + 4 + ln] == checksum(bytes(buf[j + 4:j + 4 + ln])):
+                return j
+            j = buf.find(START, j + 1)
+        return None

@@ -93,7 +93,7 @@ class VoiceZone(Strict):
 
 class VoiceConfig(Strict):
     voice: str = Field(default="cmn", description="espeak-ng voice")
-    speed: int = Field(default=150, ge=80, le=300, description="words per minute")
+    speed: int = Field(default=170, ge=80, le=300, description="words per minute")
     repeat: int = Field(default=2, ge=1, le=3, description="times each call is spoken")
     # Past this many queued announcements in a zone, repeats are dropped first.
     backlog_drop_repeats: int = Field(default=2, ge=0, le=100)
