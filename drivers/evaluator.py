@@ -8,8 +8,9 @@ When the window's rating request is committed, the box sends RATE_PROMPT (the ti
 to that window's evaluator. A key press becomes a submission to the rating service under the
 same binding rules as a tablet: ACK OK and RATE_DONE when it is recorded, ACK REFUSED when a
 rule refuses it (the refusal is a rating.rejected event), ACK BAD_DATA for a key outside 1..4,
-ACK NOT_CONFIGURED for an address the config does not know. The bus is one supervised Link;
-when it drops, every evaluator on it is reported offline (grade C: the window still serves).
+ACK NOT_CONFIGURED for an address the config does not know. The driver attaches to a
+SharedBus (drivers.base), the one supervised Link of that RS-485 line; when it drops, every
+evaluator on it is reported offline (grade C: the window still serves).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from drivers.base import DeviceHealthReporter, DeviceOffline, Link
+from drivers.base import DeviceHealthReporter, DeviceOffline, SharedBus
 from drivers.protocols import keypad
 from edge.config.devices_staff import EvaluatorConfig
 from edge.domain.errors import DomainError
@@ -29,31 +30,31 @@ log = logging.getLogger(__name__)
 
 
 class EvaluatorBusDriver:
-    def __init__(self, rt: HallRuntime, bus_id: str, port: str, baudrate: int,
-                 evaluators: list[EvaluatorConfig], ratings: RatingService) -> None:
+    def __init__(self, rt: HallRuntime, bus: SharedBus, evaluators: list[EvaluatorConfig],
+                 ratings: RatingService) -> None:
         self.rt = rt
-        self.name = f"evaluators-{bus_id}"
+        self.name = f"evaluators-{bus.bus_id}"
+        self.bus = bus
         self.ratings = ratings
         self.by_address = {e.address: e for e in evaluators if e.address is not None}
         self.by_window = {e.window: e for e in evaluators}
         self.health = {e.id: DeviceHealthReporter(rt, e.id, "evaluator", "C")
                        for e in evaluators}
         self.decoder = keypad.KeypadDecoder()
-        self.link = Link(self.name, port, baudrate=baudrate, on_data=self._on_data,
-                         on_up=self._on_up, on_down=self._on_down)
+        self.link = bus.link
+        bus.attach(self._on_data, self._on_up, self._on_down)
         self.accepted = 0
         self.refused = 0
         self.bad_keys = 0
         self._unsub: Any = None
 
     async def start(self) -> None:
+        """The bus itself is a component of its own (started after this driver attaches)."""
         self._unsub = self.rt.bus.subscribe(self.name, self._on_event)
-        await self.link.start()
 
     async def stop(self) -> None:
         if self._unsub:
             self._unsub()
-        await self.link.stop()
 
     def _metrics(self) -> dict[str, int]:
         return {"accepted": self.accepted, "refused": self.refused, "bad_keys": self.bad_keys,
@@ -91,7 +92,7 @@ class EvaluatorBusDriver:
     def _on_data(self, chunk: bytes) -> None:
         for f in self.decoder.feed(chunk):
             if f.func != keypad.Func.RATING:
-                continue  # keys of caller keypads are not ours (config keeps them off this bus)
+                continue  # keys of caller keypads and host frames are not ours
             e = self.by_address.get(f.address)
             if e is None:
                 self._send(keypad.KeypadFrame(f.address, keypad.Func.ACK, bytes(

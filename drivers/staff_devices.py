@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from drivers.attendance import AttendanceDriver
+from drivers.base import SharedBus
 from drivers.evaluator import EvaluatorBusDriver
 from drivers.fingerprint import FingerprintDriver
 from drivers.protocols import zk
@@ -72,7 +73,10 @@ def build(ctx: RunContext) -> list[Component]:
         if svc is None:
             log.warning("evaluators on %s but [rating] is absent; not started", bus_id)
             continue
-        out.append(EvaluatorBusDriver(rt, bus_id, port, buses[bus_id].baudrate, evals, svc))
+        # Config keeps evaluators on a line of their own, so this builder owns its SharedBus.
+        shared = SharedBus(bus_id, port, buses[bus_id].baudrate)
+        out.append(EvaluatorBusDriver(rt, shared, evals, svc))
+        out.append(shared)
     for e in dev.evaluators:
         if e.kind == "tablet" and ctx.sim:
             ctx.sim_devices.append({"class": "evaluator", "id": e.id,

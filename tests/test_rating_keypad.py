@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from drivers.base import SharedBus
 from drivers.evaluator import EvaluatorBusDriver
 from drivers.protocols import keypad
 from drivers.sim.evaluator_keys import EvaluatorKeysSim
@@ -23,16 +24,29 @@ async def until(cond, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def rig(rt, tmp_path) -> tuple[EvaluatorKeysSim, EvaluatorBusDriver]:
+class Rig:
+    """The simulated line, the shared bus and the evaluator driver on it."""
+
+    def __init__(self, sim: EvaluatorKeysSim, bus: SharedBus, drv: EvaluatorBusDriver) -> None:
+        self.sim, self.bus, self.drv = sim, bus, drv
+
+    async def stop(self) -> None:
+        await self.drv.stop()
+        await self.bus.stop()
+        await self.sim.stop()
+
+
+async def rig(rt, tmp_path) -> tuple[EvaluatorKeysSim, Rig]:
     evals = [e for e in rt.config.devices.evaluators if e.kind == "keypad"]
     assert [e.address for e in evals] == [113, 114]
     sim = EvaluatorKeysSim(tmp_path / "rs485-eval", [113, 114])
     await sim.start()
-    drv = EvaluatorBusDriver(rt, "rs485-eval", sim.endpoint, 9600, evals,
-                             RatingService.of(rt))
+    bus = SharedBus("rs485-eval", sim.endpoint, 9600)
+    drv = EvaluatorBusDriver(rt, bus, evals, RatingService.of(rt))
     await drv.start()
-    assert await drv.link.wait_online(10)
-    return sim, drv
+    await bus.start()
+    assert await bus.link.wait_online(10)
+    return sim, Rig(sim, bus, drv)
 
 
 def funcs(sim: EvaluatorKeysSim, addr: int) -> list[tuple[int, bytes]]:
@@ -49,15 +63,14 @@ def test_a_key_frame_gives_the_mapped_level(d2_runtime, tmp_path, key):
     RatingService.of(rt)
 
     async def scenario() -> EvaluatorKeysSim:
-        sim, drv = await rig(rt, tmp_path)
+        sim, hw = await rig(rt, tmp_path)
         try:
             serve_ticket(rt, 13, "S013")
             await until(lambda: any(f == keypad.Func.RATE_PROMPT for f, _ in funcs(sim, 113)))
             sim.press(113, key)
             await until(lambda: any(f == keypad.Func.RATE_DONE for f, _ in funcs(sim, 113)))
         finally:
-            await drv.stop()
-            await sim.stop()
+            await hw.stop()
         return sim
 
     sim = asyncio.run(scenario())
@@ -81,7 +94,7 @@ def test_refusals_bad_keys_and_unknown_addresses(d2_runtime, tmp_path):
     ack = keypad.Func.ACK
 
     async def scenario() -> EvaluatorKeysSim:
-        sim, drv = await rig(rt, tmp_path)
+        sim, hw = await rig(rt, tmp_path)
         try:
             rt.execute(lambda h: (None, h.login("S014", 14)))
             sim.press(114, 1)  # nothing was asked at window 14
@@ -98,8 +111,7 @@ def test_refusals_bad_keys_and_unknown_addresses(d2_runtime, tmp_path):
             sim.press(114, 1)  # pressed twice: the second is a second rating
             await until(lambda: sum(f == ack for f, _ in funcs(sim, 114)) >= 4)
         finally:
-            await drv.stop()
-            await sim.stop()
+            await hw.stop()
         return sim
 
     sim = asyncio.run(scenario())
@@ -118,20 +130,19 @@ def test_unplug_replug_20_cycles(d2_runtime, tmp_path):
     RatingService.of(rt)
 
     async def scenario() -> None:
-        sim, drv = await rig(rt, tmp_path)
+        sim, hw = await rig(rt, tmp_path)
         try:
             for _ in range(20):
                 sim.unplug()
-                await until(lambda: not drv.link.online)
+                await until(lambda: not hw.bus.link.online)
                 sim.plug()
-                assert await drv.link.wait_online(10)  # recovers within 10 s
+                assert await hw.bus.link.wait_online(10)  # recovers within 10 s
             serve_ticket(rt, 13, "S013")
             await until(lambda: any(f == keypad.Func.RATE_PROMPT for f, _ in funcs(sim, 113)))
             sim.press(113, 3)
             await until(lambda: len(journal(rt, "rating.submitted")) == 1)
         finally:
-            await drv.stop()
-            await sim.stop()
+            await hw.stop()
 
     asyncio.run(scenario())
     ev = [e["data"] for e in journal(rt, "device.health") if e["data"]["device"] == "eval-w13"]
