@@ -173,3 +173,32 @@ def test_unplug_replug_20_cycles(d2_runtime):
     assert len(got) == 20 and len({p["at"] for p in got}) == 20
     health = [e["data"]["online"] for e in journal(rt, "device.health")]
     assert health.count(False) >= 20 and health[-1] is True
+
+
+def test_punch_made_during_the_pull_is_not_lost(d2_runtime):
+    """Live registration comes before the pull, so the gap between them loses nothing."""
+    rt = d2_runtime
+
+    async def scenario() -> None:
+        sim = ZkTerminalSim(USERS)
+        await sim.start()
+        sim.punch("1001", datetime(2026, 11, 23, 8, 0))
+        sim.during_pull = lambda: sim.punch("1002", datetime(2026, 11, 23, 8, 1))
+        drv = AttendanceDriver(rt, CFG, endpoint=sim.endpoint)
+        await drv.start()
+        try:
+            await asyncio.wait_for(drv.synced.wait(), 10)
+            await until(lambda: len(punches(rt)) == 2)
+            sim.during_pull = None
+            drv.synced.clear()
+            await sim.unplug()
+            await sim.replug()
+            await asyncio.wait_for(drv.synced.wait(), 10)  # the next pull has both: no doubles
+        finally:
+            await drv.stop()
+            await sim.stop()
+
+    asyncio.run(scenario())
+    got = punches(rt)
+    assert sorted((p["user_id"], p["source"]) for p in got) == [("1001", "stored"),
+                                                                ("1002", "live")]

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import logging
 import struct
+from collections.abc import Callable
 from datetime import datetime
 
 from drivers.protocols import zk
@@ -30,6 +31,9 @@ class ZkTerminalSim:
         self.host, self.port = host, port
         self.encoding = encoding
         self.silent = False
+        # Runs after the stored log is read for a pull and before it is sent: a punch made
+        # here is in neither that pull nor (without live registration) anywhere else.
+        self.during_pull: Callable[[], None] | None = None
         self.server: asyncio.Server | None = None
         self._clients: set[asyncio.StreamWriter] = set()
         self._live: set[asyncio.StreamWriter] = set()
@@ -123,7 +127,10 @@ class ZkTerminalSim:
         elif p.command == zk.CMD_USERTEMP_RRQ:
             self._send_data(w, session, p, zk.pack_users(self.users, self.encoding))
         elif p.command == zk.CMD_ATTLOG_RRQ:
-            self._send_data(w, session, p, zk.pack_attlog(self.records))
+            block = zk.pack_attlog(self.records)
+            if self.during_pull is not None:
+                self.during_pull()
+            self._send_data(w, session, p, block)
         elif p.command == zk.CMD_FREE_DATA:
             self._reply(w, zk.CMD_ACK_OK, session, p)
         elif p.command == zk.CMD_REG_EVENT:
