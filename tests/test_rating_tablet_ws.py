@@ -224,3 +224,65 @@ def test_staff_page_requests_a_rating_when_auto_request_is_off(d2_config, d2_clo
         asyncio.run(scenario())
     finally:
         rt.close()
+
+
+def test_random_messages_get_frames_never_crash(d2_runtime):
+    """Fuzz the tablet protocol: any text gets one well-formed answer; the session lives on."""
+    import threading
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from websockets.sync.client import connect
+
+    rt = d2_runtime
+    ready, stop = threading.Event(), threading.Event()
+    where: dict[str, str] = {}
+
+    def serve() -> None:
+        async def main() -> None:
+            async with ServedBox(rt) as box:
+                where["ws"] = box.ws
+                ready.set()
+                while not stop.is_set():
+                    await asyncio.sleep(0.02)
+
+        asyncio.run(main())
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    assert ready.wait(20)
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda kids: st.lists(kids, max_size=4) | st.dictionaries(
+            st.sampled_from(["type", "window", "token", "level", "ticket", "reason", "x"]),
+            kids, max_size=5), max_leaves=12)
+    messages = st.one_of(
+        st.text(max_size=200),
+        json_values.map(json.dumps),
+        st.fixed_dictionaries({"type": st.sampled_from(["submit", "login", "staff", "ping"])},
+                              optional={"level": st.text(max_size=12) | st.integers(),
+                                        "ticket": st.text(max_size=30) | st.none(),
+                                        "reason": st.text(max_size=300) | st.integers(),
+                                        "window": st.integers() | st.text(max_size=3),
+                                        "token": st.text(max_size=20)}).map(json.dumps))
+    try:
+        with connect(f"{where['ws']}/ws/evaluator") as ws:
+            ws.send(json.dumps({"type": "login", "window": 6, "token": "demo-evaluator-6"}))
+            assert json.loads(ws.recv(timeout=10))["type"] == "welcome"
+
+            @settings(max_examples=200, deadline=None)
+            @given(messages)
+            def exchange(msg: str) -> None:
+                ws.send(msg)
+                frame = json.loads(ws.recv(timeout=10))
+                assert frame["type"] in {"error", "rejected", "accepted", "pong", "staff"}
+                if frame["type"] == "error":
+                    assert frame["code"] and frame["detail"]
+
+            exchange()
+            ws.send('{"type": "ping"}')
+            assert json.loads(ws.recv(timeout=10)) == {"type": "pong"}
+    finally:
+        stop.set()
+        server.join(20)
+    assert journal(rt, "rating.submitted") == []
