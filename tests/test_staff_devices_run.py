@@ -99,3 +99,61 @@ def test_config_errors_name_their_key(change, path):
     with pytest.raises(ConfigError) as e:
         parse_config(raw)
     assert any(i.path == path for i in e.value.issues), [str(i) for i in e.value.issues]
+
+
+def test_fingerprint_enrol_and_login_at_a_window_and_attendance_query(d2_runtime, tmp_path):
+    from drivers.protocols.r30x import Instr
+
+    rt = d2_runtime
+    ctx = RunContext(rt, tmp_path, sim=True)
+    comps = build(ctx)
+
+    async def scenario() -> None:
+        for c in comps:
+            await c.start()
+        try:
+            fp = next(c for c in comps if c.name == "sim-fp-w8").sim
+            drv = next(c for c in comps if c.name == "fingerprint-fp-w8")
+            att = next(c for c in comps if c.name == "attendance-zk-entrance")
+            await asyncio.wait_for(drv.ready.wait(), 10)
+            await asyncio.wait_for(att.driver.synced.wait(), 10)
+
+            async def finger_twice() -> None:
+                await until(lambda: Instr.GEN_IMG in fp.commands)
+                fp.place_finger("S008-index")
+                await until(lambda: Instr.IMG2TZ in fp.commands)
+                n = len(fp.commands)
+                fp.lift_finger()
+                await until(lambda: Instr.GEN_IMG in fp.commands[n:])
+                fp.place_finger("S008-index")
+
+            async with ServedBox(rt) as box, httpx.AsyncClient(base_url=box.base) as http:
+                mgr = {"Authorization": "Bearer demo-manager-token"}
+                helper = asyncio.create_task(finger_twice())
+                r = await http.post("/api/v1/fingerprints/fp-w8/enrol",
+                                    json={"staff_id": "S008"}, headers=mgr)
+                await helper
+                assert r.status_code == 201 and r.json()["staff"] == "S008"
+                r = await http.post("/api/v1/windows/8/fingerprint-login")
+                assert r.status_code == 201 and r.json()["staff_id"] == "S008"
+                who = await http.get("/api/v1/whoami", headers={
+                    "Authorization": f"Bearer {r.json()['token']}"})
+                assert who.json() == {"role": "staff", "name": "S008", "window": 8}
+                fp.place_finger("someone-else")
+                r = await http.post("/api/v1/windows/8/fingerprint-login")
+                assert r.status_code == 401
+                r = await http.post("/api/v1/windows/3/fingerprint-login")
+                assert r.status_code == 404
+                await until(lambda: len(journal(rt, "punch.recorded")) == 1)  # login = punch
+                r = await http.get("/api/v1/attendance", headers=mgr)
+                assert [p["staff"] for p in r.json()["punches"]] == ["S008"]
+                assert r.json()["punches"][0]["name"] == "黄强"
+                r = await http.get("/api/v1/attendance", params={"day": "bad"}, headers=mgr)
+                assert r.status_code == 422
+        finally:
+            for c in reversed(comps):
+                await c.stop()
+
+    asyncio.run(scenario())
+    ident = [e["data"] for e in journal(rt, "fingerprint.identified")]
+    assert [(i["purpose"], i["matched"]) for i in ident] == [("login", True), ("login", False)]

@@ -27,15 +27,16 @@ import asyncio
 import json
 import logging
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.api.auth import require, sha256_hex
+from edge.api.auth import new_token, require, sha256_hex
 from edge.api.problems import problem
 from edge.config.devices_staff import EvaluatorConfig
 from edge.domain.errors import DomainError
@@ -188,6 +189,44 @@ def router(rt: HallRuntime) -> APIRouter:
             raise DomainError("forbidden", "not-your-window",
                               f"sensor {sensor_id} is at window {drv.cfg.window}", "/path/sensor")
         return await run_sensor(request, drv.identify(body.purpose))
+
+    @api.post("/api/v1/windows/{window}/fingerprint-login", status_code=201)
+    async def fingerprint_login(window: Annotated[int, PathParam(ge=1, le=9999)],
+                                request: Request) -> Any:
+        """Staff log in at a window with a finger on its sensor instead of a PIN."""
+        from drivers.fingerprint import SENSORS
+
+        drv = next((d for d in SENSORS.values() if d.rt is rt and d.cfg.window == window),
+                   None)
+        if drv is None:
+            raise HTTPException(404, f"window {window} has no fingerprint sensor")
+        found = await run_sensor(request, drv.identify("login"))
+        if not isinstance(found, dict):
+            return found  # the sensor's problem response
+        if not found["matched"]:
+            raise HTTPException(401, "this finger is not enrolled")
+        staff_id = found["staff"]
+        token = new_token()
+        expires = rt.clock.now() + timedelta(hours=rt.config.api.session_hours)
+
+        def save(db: Any) -> None:
+            db.execute("DELETE FROM sessions WHERE staff=? OR window=?", (staff_id, window))
+            db.execute("INSERT INTO sessions VALUES (?,?,?,?)",
+                       (sha256_hex(token), staff_id, window, expires.isoformat()))
+
+        rt.execute(lambda h: (None, h.login(staff_id, window)), extra=save)
+        return {"token": token, "staff_id": staff_id, "window": window,
+                "expires_at": expires.isoformat(), "via": "fingerprint"}
+
+    @api.get("/api/v1/attendance")
+    async def attendance(request: Request, day: Annotated[str | None, Query(
+            pattern=r"^\d{4}-\d{2}-\d{2}$")] = None) -> dict[str, Any]:
+        """Punches of a day (default today), for the supervision room's checks."""
+        require(request, rt, "manager", "central")
+        want = day or rt.hall.day or ""
+        rows = [e for e in rt.store.events_after(0, 10**9, ["punch.recorded"])
+                if e["data"]["at"].startswith(want)]
+        return {"day": want, "punches": [{**e["data"], "seq": e["seq"]} for e in rows]}
 
     @api.websocket("/ws/evaluator")
     async def ws(sock: WebSocket) -> None:
