@@ -317,3 +317,43 @@ def test_evaluator_page_in_headless_chromium(d2_runtime, tmp_path):
     assert "李娜" in dom and number in dom
     for name in ("非常满意", "满意", "基本满意", "不满意", "非常不满意"):
         assert f"<button>{name}</button>" in dom
+
+
+def test_tablet_reconnects_20_times_without_leaks(d2_runtime):
+    """The tablet's 'unplug': its WebSocket drops; it comes back and still rates."""
+    from edge.ratings import RatingService
+
+    rt = d2_runtime
+    RatingService.of(rt)
+    subs_before = len(rt.bus._subs)
+
+    async def scenario() -> dict:
+        async with ServedBox(rt) as box:
+            for _ in range(20):
+                async with websockets.connect(f"{box.ws}/ws/evaluator") as ws:
+                    assert (await login(ws, 7))["type"] == "welcome"
+            await until_closed(rt, subs_before)
+            tid = serve_ticket(rt, 7, "S007")
+            async with websockets.connect(f"{box.ws}/ws/evaluator") as ws:
+                welcome = await login(ws, 7)
+                assert welcome["pending"]["ticket"] == tid  # a request waiting at reconnect
+                await ws.send(json.dumps({"type": "submit", "ticket": tid,
+                                          "level": "basically_satisfied"}))
+                out = await recv(ws, "accepted")
+            await until_closed(rt, subs_before)
+            return out
+
+    assert asyncio.run(scenario())["level_name"] == "基本满意"
+    health = [(e["data"]["online"], e["data"]["grade"]) for e in journal(rt, "device.health")
+              if e["data"]["device"] == "eval-w7"]
+    assert health.count((False, "C")) == 21 and health.count((True, None)) == 21
+    assert len(rt.bus._subs) == subs_before  # every session unsubscribed
+
+
+async def until_closed(rt, subs: int, timeout: float = 10.0) -> None:
+    """Liveness bound: the server has seen every tablet session close."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while len(rt.bus._subs) != subs:
+        assert loop.time() < end, "sessions not closed in time"
+        await asyncio.sleep(0.01)

@@ -49,6 +49,7 @@ from edge.domain.rating import (
     Submission,
     parse_level,
 )
+from edge.health import DeviceHealth
 from edge.ratings import RATING_TYPES, RatingService
 from edge.runtime import HallRuntime
 
@@ -120,6 +121,7 @@ def _field(msg: dict[str, Any], name: str, kind: type | tuple[type, ...],
 def router(rt: HallRuntime) -> APIRouter:
     api = APIRouter()
     svc = RatingService.of(rt)
+    connected: dict[str, int] = {}  # tablet id -> open sessions, for its health
 
     @api.post("/api/v1/windows/{window}/rating-request", status_code=201)
     async def rating_request(window: Annotated[int, PathParam(ge=1, le=9999)],
@@ -231,7 +233,7 @@ def router(rt: HallRuntime) -> APIRouter:
     @api.websocket("/ws/evaluator")
     async def ws(sock: WebSocket) -> None:
         await sock.accept()
-        session = _TabletSession(rt, svc, sock)
+        session = _TabletSession(rt, svc, sock, connected)
         try:
             await session.run()
         except WebSocketDisconnect:
@@ -261,10 +263,12 @@ def _is_staff_or_manager(request: Request, rt: HallRuntime) -> bool:
 
 
 class _TabletSession:
-    def __init__(self, rt: HallRuntime, svc: RatingService | None, sock: WebSocket) -> None:
+    def __init__(self, rt: HallRuntime, svc: RatingService | None, sock: WebSocket,
+                 connected: dict[str, int]) -> None:
         self.rt = rt
         self.svc = svc
         self.sock = sock
+        self.connected = connected
         self.device: EvaluatorConfig | None = None
         self.failed_logins = 0
         self._unsub: Any = None
@@ -272,6 +276,21 @@ class _TabletSession:
     def close(self) -> None:
         if self._unsub:
             self._unsub()
+            self._unsub = None
+        if self.device is not None:
+            n = self.connected.get(self.device.id, 1) - 1
+            self.connected[self.device.id] = n
+            if n <= 0:
+                # Grade C: the window serves on; only its ratings are missing.
+                self._health(False, "tablet disconnected")
+
+    def _health(self, online: bool, detail: str) -> None:
+        assert self.device is not None
+        try:
+            self.rt.health.report(DeviceHealth(self.device.id, "evaluator", online,
+                                               None if online else "C", detail))
+        except Exception:
+            log.exception("health report for %s failed", self.device.id)
 
     async def send(self, frame: dict[str, Any]) -> None:
         await self.sock.send_text(json.dumps(frame, ensure_ascii=False))
@@ -346,6 +365,8 @@ class _TabletSession:
                              f"this token belongs to the evaluator of window {dev.window}")
         self.device = dev
         self._unsub = self.rt.bus.subscribe(f"tablet-{dev.id}-{id(self)}", self._on_event)
+        self.connected[dev.id] = self.connected.get(dev.id, 0) + 1
+        self._health(True, "tablet connected")
         pending = self.svc.pending_for(window)
         await self.send({
             "type": "welcome", "window": window, "device": dev.id,
