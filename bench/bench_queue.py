@@ -166,7 +166,8 @@ def hallbox_server(config: Path, data: Path) -> Iterator[str]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "edge.cli", "run", "--config", str(config), "--data",
-             str(data), "--ignore-hours", "--host", "127.0.0.1", "--port", str(port)],
+             str(data), "--ignore-hours", "--no-devices", "--host", "127.0.0.1",
+             "--port", str(port)],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, "HALLBOX_LOG": "WARNING"})
     try:

@@ -46,7 +46,7 @@ class _Sims:
 
 def build(ctx: RunContext) -> list[Component]:
     dev = ctx.runtime.config.devices
-    if dev is None:
+    if dev is None or not ctx.devices:
         return []
     rt = ctx.runtime
     comps: list[Any] = []
@@ -73,6 +73,8 @@ def build(ctx: RunContext) -> list[Component]:
         printers.append(TicketPrinter(rt, p, port=sim.endpoint if sim else None))
     buses = {}
     for b in dev.buses:
+        if not any(x.bus == b.id for x in [*dev.boards, *dev.keypads]):
+            continue  # a line of other devices (4-key evaluators): its own builder owns it
         sim = next((s for s in sims if getattr(s, "bus_id", None) == b.id), None)
         buses[b.id] = SharedBus(b.id, sim.endpoint if sim else b.port, b.baudrate)
     if printers:

@@ -70,7 +70,7 @@ async def _serve(args: argparse.Namespace, cfg: HallConfig, data: Path) -> None:
     app = create_app(rt)
     host = args.host or cfg.api.host
     port = args.port or cfg.api.port
-    ctx = RunContext(rt, data, args.sim)
+    ctx = RunContext(rt, data, args.sim, devices=not args.no_devices)
     components = [c for build in BUILDERS for c in build(ctx)]
     started = []
     for comp in components:
@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--sim", action="store_true", help="start simulated devices")
     r.add_argument("--host")
     r.add_argument("--port", type=int)
+    r.add_argument("--no-devices", action="store_true",
+                   help="start no device drivers (queue, API and link only)")
     r.add_argument("--ignore-hours", action="store_true",
                    help="take tickets outside opening hours (demo)")
     r.set_defaults(fn=cmd_run)

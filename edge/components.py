@@ -21,6 +21,8 @@ class RunContext:
     runtime: HallRuntime
     data_dir: Path
     sim: bool
+    # False with `hallbox run --no-devices`: the queue, API and link only, no device drivers.
+    devices: bool = True
     # With --sim, simulators add {"class", "id", "endpoint"} entries; written to {data}/sim.json.
     sim_devices: list[dict[str, Any]] = field(default_factory=list)
 
@@ -42,3 +44,7 @@ BUILDERS: list[Builder] = []
 from drivers.hall import build as _hall_devices  # noqa: E402
 
 BUILDERS.append(_hall_devices)
+# Hall devices II (ratings, evaluators, attendance, fingerprint sensors).
+from drivers.staff_devices import build as _build_staff_devices  # noqa: E402
+
+BUILDERS.append(_build_staff_devices)

@@ -256,7 +256,7 @@ def test_live_board_stream_against_a_real_server(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "run", "--config", str(EXAMPLE_CONFIG), "--data",
-         str(tmp_path), "--port", str(port), "--ignore-hours"],
+         str(tmp_path), "--port", str(port), "--ignore-hours", "--no-devices"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
     base = f"http://127.0.0.1:{port}"
     try:

@@ -102,8 +102,8 @@ class Box:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "edge.cli", "run", "--config", str(self.config),
-                 "--data", str(self.data), "--ignore-hours", "--host", "127.0.0.1",
-                 "--port", str(port)],
+                 "--data", str(self.data), "--ignore-hours", "--no-devices",
+                 "--host", "127.0.0.1", "--port", str(port)],
                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + READY_TIMEOUT_S
         with httpx.Client(base_url=self.url, timeout=2, trust_env=False) as c:

@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from edge import printing
-from edge.api import problems
+from edge.api import evaluator, problems
 from edge.api.auth import Principal, identify, new_token, require, sha256_hex
 from edge.domain.errors import DomainError
 from edge.domain.model import Priority, Source, Ticket
@@ -428,6 +428,7 @@ def create_app(rt: HallRuntime) -> FastAPI:
             raise HTTPException(401, "no valid token", headers={"WWW-Authenticate": "Bearer"})
         return {"role": who.role, "name": who.name, "window": who.window}
 
+    app.include_router(evaluator.router(rt))
     if UI_DIR.is_dir():
         app.mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")
     return app

@@ -14,8 +14,10 @@ from edge.config.api import ApiSection, ApiToken
 from edge.config.base import Strict
 from edge.config.devices import DevicesSection
 from edge.config.devices import cross_check as _devices_cross_check
+from edge.config.devices_staff import cross_check_staff
 from edge.config.hall import HallSection
 from edge.config.queue import QueuePolicy
+from edge.config.rating import RatingSection
 from edge.config.services import ServiceConfig
 from edge.config.staff import StaffConfig
 from edge.config.windows import WindowConfig, WindowService
@@ -36,6 +38,7 @@ class HallConfig(Strict):
     staff: list[StaffConfig] = Field(default_factory=list)
     api: ApiSection = Field(default_factory=ApiSection)
     devices: DevicesSection | None = None  # absent: no devices driven by this box
+    rating: RatingSection | None = None
 
     def service(self, code: str) -> ServiceConfig:
         return next(s for s in self.services if s.code == code)
@@ -110,7 +113,20 @@ def _cross_check(cfg: HallConfig) -> list[ConfigIssue]:
                 f"no window serves {s.code!r}; its tickets would never be called"))
     if cfg.devices is not None:
         issues += [ConfigIssue(p, m) for p, m in _devices_cross_check(cfg.devices, numbers)]
+        issues += [ConfigIssue(p, m) for p, m in _staff_devices_check(cfg.devices, numbers,
+                                                                     {s.id for s in cfg.staff})]
     return issues
+
+
+def _staff_devices_check(dev: DevicesSection, numbers: set[int],
+                         staff: set[str]) -> list[tuple[str, str]]:
+    return cross_check_staff(
+        dev.evaluators, dev.attendance, dev.fingerprints, windows=numbers,
+        buses={b.id for b in dev.buses},
+        bus_users={(d.bus, d.address): d.id for d in [*dev.boards, *dev.keypads]},
+        busy_buses={d.bus for d in [*dev.boards, *dev.keypads]},
+        taken_ids={d.id for t in (dev.printers, dev.buses, dev.boards, dev.keypads) for d in t},
+        staff=staff)
 
 
 def parse_config(raw: dict[str, Any], source: str = "<config>") -> HallConfig:

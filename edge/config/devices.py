@@ -17,6 +17,11 @@ from edge.config.devices_hall import (
     VoiceConfig,
     VoiceZone,
 )
+from edge.config.devices_staff import (
+    AttendanceTerminalConfig,
+    EvaluatorConfig,
+    FingerprintSensorConfig,
+)
 
 __all__ = [
     "BoardConfig", "BusConfig", "DevicesSection", "KeypadConfig", "PrinterConfig",
@@ -30,6 +35,10 @@ class DevicesSection(Strict):
     boards: list[BoardConfig] = Field(default_factory=list)
     keypads: list[KeypadConfig] = Field(default_factory=list)
     voice: VoiceConfig | None = None
+    # Issue 4 (hall devices II), see edge/config/devices_staff.py.
+    evaluators: list[EvaluatorConfig] = Field(default_factory=list)
+    attendance: list[AttendanceTerminalConfig] = Field(default_factory=list)
+    fingerprints: list[FingerprintSensorConfig] = Field(default_factory=list)
 
 
 def cross_check(dev: DevicesSection, windows: set[int]) -> list[tuple[str, str]]:
