@@ -37,3 +37,8 @@ Builder = Callable[[RunContext], list[Component]]
 
 # Order matters: simulators before the drivers that open them.
 BUILDERS: list[Builder] = []
+
+# The MQTT link to the central room (edge/link); absent [mqtt] section: no component.
+from edge.link.component import build_link  # noqa: E402
+
+BUILDERS.append(build_link)

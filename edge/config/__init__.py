@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError
 from edge.config.api import ApiSection, ApiToken
 from edge.config.base import Strict
 from edge.config.hall import HallSection
+from edge.config.mqtt import MqttSection, apply_env_override
 from edge.config.queue import QueuePolicy
 from edge.config.services import ServiceConfig
 from edge.config.staff import StaffConfig
@@ -20,6 +21,7 @@ from edge.config.windows import WindowConfig, WindowService
 
 __all__ = [
     "ApiSection", "ApiToken", "ConfigError", "ConfigIssue", "HallConfig", "HallSection",
+    "MqttSection",
     "QueuePolicy", "ServiceConfig", "StaffConfig", "WindowConfig", "WindowService",
     "load_config", "parse_config",
 ]
@@ -32,6 +34,7 @@ class HallConfig(Strict):
     windows: list[WindowConfig] = Field(min_length=1)
     staff: list[StaffConfig] = Field(default_factory=list)
     api: ApiSection = Field(default_factory=ApiSection)
+    mqtt: MqttSection | None = None  # absent (and no HALLBOX_MQTT_URL): no link
 
     def service(self, code: str) -> ServiceConfig:
         return next(s for s in self.services if s.code == code)
@@ -108,6 +111,9 @@ def _cross_check(cfg: HallConfig) -> list[ConfigIssue]:
 
 
 def parse_config(raw: dict[str, Any], source: str = "<config>") -> HallConfig:
+    mqtt = apply_env_override(raw.get("mqtt"))
+    if mqtt is not None:
+        raw = {**raw, "mqtt": mqtt}
     try:
         cfg = HallConfig.model_validate(raw)
     except ValidationError as e:
