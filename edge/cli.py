@@ -138,7 +138,8 @@ def cmd_central_ingest(args: argparse.Namespace) -> int:
 
     keys = load_keys(args.keys, args.key or os.environ.get("HALLBOX_CMD_KEY"))
     ing = Ingest(_central_broker(args), args.db, keys=keys,  # type: ignore[arg-type]
-                 client_id=args.client_id, group=args.group, gap_interval_s=args.gap_interval)
+                 client_id=args.client_id, group=args.group, gap_interval_s=args.gap_interval,
+                 replay_backoff_s=args.replay_backoff)
     try:
         ing.run()
     except KeyboardInterrupt:
@@ -201,7 +202,10 @@ def _central_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                      help="postgresql://... or a SQLite file path for a single-machine trial")
     ing.add_argument("--client-id", help="stable id: a persistent session survives restarts")
     ing.add_argument("--group", default="ingest", help="shared subscription group")
-    ing.add_argument("--gap-interval", type=float, default=2.0)
+    ing.add_argument("--gap-interval", type=float, default=2.0,
+                     help="seconds between looks for holes in each box's sequence")
+    ing.add_argument("--replay-backoff", type=float, default=10.0,
+                     help="seconds before the same box is asked for a replay again")
     ing.set_defaults(fn=cmd_central_ingest)
     cmd = csub.add_parser("cmd", help="send a signed command to a box and print its reply")
     broker_opts(cmd)

@@ -56,7 +56,7 @@ class Ingest:
         self.stats = IngestStats()
         self.q: queue.Queue[tuple[str, bytes, int, int]] = queue.Queue()
         self.stop_event = threading.Event()
-        self._seen_gaps: set[tuple[str, str, int, int]] = set()
+        self._seen_gaps: set[tuple[str, str, int]] = set()
         self.client: paho.Client | None = None
 
     def _on_connect(self, c: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
@@ -71,7 +71,7 @@ class Ingest:
         self.q.put((m.topic, bytes(m.payload), m.mid, m.qos))
 
     def run(self) -> None:
-        store = CentralStore(self.dsn)
+        store = CentralStore(self.dsn, ingest=self.client_id)
         c = make_client(self.broker, self.client_id, manual_ack=True)
         self.client = c
         c.on_message = self._on_message
@@ -143,10 +143,13 @@ class Ingest:
             log.error("CHAIN BREAK %s/%s seq %d: %s (%s)", site, box, seq, reason, detail)
 
     def _fill_gaps(self, store: CentralStore) -> None:
-        gaps = set(store.find_gaps())
+        gaps = store.find_gaps()
         self.stats.gaps = sorted(gaps)
+        starts = {(s, b, lo) for s, b, lo, _hi in gaps}
         # Only a hole seen twice in a row is real (the other consumer may hold the event).
-        for site, box, lo, hi in sorted(gaps & self._seen_gaps):
+        for site, box, lo, hi in sorted(gaps):
+            if (site, box, lo) not in self._seen_gaps:
+                continue
             key = self.keys.get(f"{site}/{box}") or self.keys.get("*")
             if not key:
                 log.warning("gap %s/%s %d..%d but no command key for that box", site, box, lo, hi)
@@ -155,7 +158,7 @@ class Ingest:
                 continue
             log.info("gap %s/%s %d..%d: asking for replay", site, box, lo, hi)
             self._send_replay(key, site, box, lo, hi)
-        self._seen_gaps = gaps
+        self._seen_gaps = starts
 
     def _send_replay(self, key: str, site: str, box: str, lo: int, hi: int) -> None:
         if self.client is None:

@@ -23,7 +23,8 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS events (
         site TEXT NOT NULL, box TEXT NOT NULL, seq BIGINT NOT NULL, id TEXT NOT NULL,
         type TEXT NOT NULL, ts TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL,
-        envelope TEXT NOT NULL, received_at TEXT NOT NULL, PRIMARY KEY (site, box, seq))""",
+        envelope TEXT NOT NULL, received_at TEXT NOT NULL, ingest TEXT NOT NULL,
+        PRIMARY KEY (site, box, seq))""",
     """CREATE TABLE IF NOT EXISTS boxes (
         site TEXT NOT NULL, box TEXT NOT NULL, online BOOLEAN NOT NULL DEFAULT FALSE,
         boot BIGINT NOT NULL DEFAULT 0, head_seq BIGINT NOT NULL DEFAULT 0,
@@ -53,8 +54,9 @@ def _now() -> str:
 class CentralStore:
     """One connection; use one per process (or thread)."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, ingest: str = "-") -> None:
         self.dsn = dsn
+        self.ingest = ingest  # which process stored an event (load split, forensics)
         self.pg = dsn.startswith(("postgresql://", "postgres://")) or "dbname=" in dsn
         if self.pg:
             import psycopg
@@ -126,9 +128,10 @@ class CentralStore:
                         self._break(res, site, box, seq, "seq-conflict",
                                     f"seq {seq} arrived again as a different event {env['id']}")
                     continue
-                self._x("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?)",
+                self._x("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                         (site, box, seq, env["id"], env["type"], env["ts"], env["prev_hash"],
-                         env["hash"], canonical_json(env).decode("utf-8"), _now()))
+                         env["hash"], canonical_json(env).decode("utf-8"), _now(),
+                         self.ingest))
                 res.stored += 1
                 if seq == 1 and env["prev_hash"] != GENESIS_HASH:
                     self._break(res, site, box, seq, "prev-mismatch",
@@ -254,6 +257,11 @@ class CentralStore:
                        (site, box)).fetchall()
         self._end_read()
         return [json.loads(r[0]) for r in rows]
+
+    def stored_by(self) -> dict[str, int]:
+        rows = self._x("SELECT ingest, count(*) FROM events GROUP BY ingest").fetchall()
+        self._end_read()
+        return {str(r[0]): int(r[1]) for r in rows}
 
     def breaks(self) -> list[tuple[Any, ...]]:
         rows = self._x("SELECT site, box, seq, reason, detail FROM chain_breaks ORDER BY seq"
