@@ -285,3 +285,46 @@ async def await_for(pred: Callable[[], bool], timeout: float, what: str) -> None
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"not within {timeout} s: {what}")
+
+
+class BoxThread:
+    """A box runtime with its link on its own asyncio loop thread, for blocking test clients.
+
+    Everything touching the runtime goes through `call` (the loop thread owns it)."""
+
+    def __init__(self, data: Path, cfg: Any) -> None:
+        import threading
+
+        from edge.link.sender import Link
+        from edge.runtime import HallRuntime
+
+        self.loop = asyncio.new_event_loop()
+        self.cfg = cfg
+        self.rt: Any = None
+        self.link: Any = None
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.rt = HallRuntime(cfg, data, ignore_hours=True)
+            self.link = Link(self.rt, cfg.mqtt)
+            self.loop.run_until_complete(self.link.start())
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(10)
+        wait_for(lambda: self.call(lambda: self.link.connected), 10, "box connected")
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        async def wrap() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(wrap(), self.loop).result(10)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.link.stop(), self.loop).result(10)
+        self.call(self.rt.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
