@@ -11,11 +11,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from link_fixtures import box_config  # noqa: E402
+from link_fixtures import box_config
 
-from edge.domain.model import DomainEvent  # noqa: E402
-from edge.link.sender import Link  # noqa: E402
-from edge.runtime import HallRuntime  # noqa: E402
+from edge.domain.model import DomainEvent
+from edge.link.sender import Link
+from edge.runtime import HallRuntime
 
 
 async def main(data: str, url: str, box: str, count: int) -> None:

@@ -328,3 +328,8 @@ class BoxThread:
         self.call(self.rt.close)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+def link_health(rt: Any) -> Any:
+    """The link's last health report, None before its first connection attempt."""
+    return rt.health.current.get("mqtt-link")

@@ -73,7 +73,7 @@ def test_tampering_is_caught(dsn: str):
     # seq 4 rewritten on the box with a fresh, self-consistent hash: its successor no longer fits
     forged = seal(seq=4, ts=datetime(2026, 11, 23, tzinfo=UTC), site=SITE, box="b1",
                   type_="display.message", data={"n": "forged"}, prev_hash=evs[2]["hash"])
-    s.insert(evs[:3] + [forged] + evs[4:])
+    s.insert([*evs[:3], forged, *evs[4:]])
     assert ("prev-mismatch" in {b[3] for b in s.breaks()})
     # the original seq 4 arriving later is a different event for a taken seq
     s.insert([evs[3]])

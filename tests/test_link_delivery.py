@@ -15,6 +15,7 @@ from link_fixtures import (
     box_config,
     box_password,
     broker,
+    link_health,
     pg_database,
     pg_dsn,
     pki,
@@ -134,7 +135,7 @@ def test_no_broker_the_hall_runs_and_events_wait(tmp_path: Path):
         link = Link(rt, cfg.mqtt)
         await link.start()
         rt.execute(lambda h: h.issue("SHMS"))
-        await await_for(lambda: rt.health.current["mqtt-link"].detail == "broker unreachable",
+        await await_for(lambda: getattr(link_health(rt), "detail", "") == "broker unreachable",
                         10, "link reports the broker unreachable")
         await link.stop()
 

@@ -80,8 +80,7 @@ class Link:
     async def start(self) -> None:
         self.commands.prepare()
         self._unsub = self.rt.bus.subscribe(DEVICE, self._on_committed)
-        self._measure()
-        self._report()
+        self._measure()  # the first health report follows the first connection attempt
         self._tasks = [asyncio.create_task(self._connection_loop(), name="link-connect"),
                        asyncio.create_task(self._sender(), name="link-send"),
                        asyncio.create_task(self._housekeeping(), name="link-health")]
