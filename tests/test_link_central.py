@@ -13,7 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from link_fixtures import (
+
+from edge.central.store import CentralStore
+from edge.domain.model import DomainEvent
+from edge.events import GENESIS_HASH, seal
+from edge.link.sender import Link
+from edge.runtime import HallRuntime
+from tests.link_fixtures import (
     CMD_KEY,
     SITE,
     Broker,
@@ -25,12 +31,6 @@ from link_fixtures import (
     pg_dsn,
     pki,
 )
-
-from edge.central.store import CentralStore
-from edge.domain.model import DomainEvent
-from edge.events import GENESIS_HASH, seal
-from edge.link.sender import Link
-from edge.runtime import HallRuntime
 
 __all__ = ["broker", "pg_database", "pg_dsn", "pki"]
 

@@ -11,7 +11,12 @@ from typing import Any
 
 import jsonschema
 import pytest
-from link_fixtures import (
+
+from edge.central.client import CentralBroker, send_command
+from edge.domain.model import DomainEvent
+from edge.events import rfc3339
+from edge.link import protocol as P
+from tests.link_fixtures import (
     CMD_KEY,
     SITE,
     BoxThread,
@@ -22,11 +27,6 @@ from link_fixtures import (
     pki,
     wait_for,
 )
-
-from edge.central.client import CentralBroker, send_command
-from edge.domain.model import DomainEvent
-from edge.events import rfc3339
-from edge.link import protocol as P
 
 __all__ = ["broker", "pki"]
 SCHEMAS = Path(__file__).resolve().parents[1] / "edge" / "schemas"

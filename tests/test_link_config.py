@@ -8,7 +8,14 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from link_fixtures import (
+
+from edge.central.client import CentralBroker, connect_blocking, make_client
+from edge.config import ConfigError, load_config, parse_config
+from edge.config.mqtt import parse_mqtt_url
+from edge.domain.model import DomainEvent
+from edge.link.sender import Link
+from edge.runtime import HallRuntime
+from tests.link_fixtures import (
     SITE,
     Broker,
     await_for,
@@ -18,13 +25,6 @@ from link_fixtures import (
     link_health,
     pki,
 )
-
-from edge.central.client import CentralBroker, connect_blocking, make_client
-from edge.config import ConfigError, load_config, parse_config
-from edge.config.mqtt import parse_mqtt_url
-from edge.domain.model import DomainEvent
-from edge.link.sender import Link
-from edge.runtime import HallRuntime
 
 __all__ = ["broker", "pki"]
 ROOT = Path(__file__).resolve().parents[1]

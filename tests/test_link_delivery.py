@@ -8,7 +8,14 @@ import threading
 from pathlib import Path
 
 import paho.mqtt.client as paho
-from link_fixtures import (
+
+from edge.central.client import CentralBroker, connect_blocking, make_client
+from edge.central.ingest import Ingest
+from edge.central.store import CentralStore
+from edge.domain.model import DomainEvent
+from edge.link.sender import Link
+from edge.runtime import HallRuntime
+from tests.link_fixtures import (
     SITE,
     Broker,
     await_for,
@@ -20,13 +27,6 @@ from link_fixtures import (
     pg_dsn,
     pki,
 )
-
-from edge.central.client import CentralBroker, connect_blocking, make_client
-from edge.central.ingest import Ingest
-from edge.central.store import CentralStore
-from edge.domain.model import DomainEvent
-from edge.link.sender import Link
-from edge.runtime import HallRuntime
 
 __all__ = ["broker", "pg_database", "pg_dsn", "pki"]
 
@@ -80,7 +80,7 @@ def test_events_arrive_in_order_and_complete(tmp_path: Path, broker: Broker, pg_
 
 
 def await_sync(pred, timeout, what):
-    from link_fixtures import wait_for
+    from tests.link_fixtures import wait_for
 
     wait_for(pred, timeout, what)
 

@@ -13,7 +13,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from link_fixtures import (
+
+from edge.central.client import CentralBroker
+from edge.central.ingest import Ingest
+from edge.central.store import CentralStore
+from edge.clock import FakeClock
+from edge.domain.model import DomainEvent
+from edge.link.sender import Link
+from edge.runtime import HallRuntime
+from tests.link_fixtures import (
     SITE,
     Broker,
     await_for,
@@ -26,20 +34,12 @@ from link_fixtures import (
     wait_for,
 )
 
-from edge.central.client import CentralBroker
-from edge.central.ingest import Ingest
-from edge.central.store import CentralStore
-from edge.clock import FakeClock
-from edge.domain.model import DomainEvent
-from edge.link.sender import Link
-from edge.runtime import HallRuntime
-
 __all__ = ["broker", "pg_database", "pg_dsn", "pki"]
 HERE = Path(__file__).resolve().parent
 
 
 def start_ingest(b: Broker, dsn: str) -> tuple[Ingest, threading.Thread]:
-    from link_fixtures import CMD_KEY
+    from tests.link_fixtures import CMD_KEY
 
     ing = Ingest(CentralBroker(b.central_url()), dsn, keys={"*": CMD_KEY},
                  gap_interval_s=0.3, replay_backoff_s=1.0, client_id=f"ing-{os.getpid()}")

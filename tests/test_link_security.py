@@ -9,7 +9,14 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
-from link_fixtures import (
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.central.client import CentralBroker, connect_blocking, make_client
+from edge.domain.model import DomainEvent
+from edge.link import protocol as P
+from edge.link.sender import Link
+from edge.runtime import HallRuntime
+from tests.link_fixtures import (
     SITE,
     Broker,
     await_for,
@@ -18,13 +25,6 @@ from link_fixtures import (
     broker,
     pki,
 )
-from paho.mqtt.enums import CallbackAPIVersion
-
-from edge.central.client import CentralBroker, connect_blocking, make_client
-from edge.domain.model import DomainEvent
-from edge.link import protocol as P
-from edge.link.sender import Link
-from edge.runtime import HallRuntime
 
 __all__ = ["broker", "pki"]
 
