@@ -82,6 +82,14 @@ def test_tampering_is_caught(dsn: str):
     bad = dict(evs[0], box="b2", data={"n": 999})
     r = s.insert([bad])
     assert r.stored == 0 and r.breaks[0][3] == "bad-hash"
+    # the successor is already stored when a forged predecessor arrives
+    c3 = chain(5, box="b3")
+    s.insert(c3[1:])
+    assert not [b for b in s.breaks() if b[1] == "b3"]
+    fake1 = seal(seq=1, ts=datetime(2026, 11, 23, tzinfo=UTC), site=SITE, box="b3",
+                 type_="display.message", data={"n": "fake"}, prev_hash=GENESIS_HASH)
+    s.insert([fake1])
+    assert [(b[2], b[3]) for b in s.breaks() if b[1] == "b3"] == [(2, "prev-mismatch")]
     s.close()
 
 

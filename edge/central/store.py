@@ -104,53 +104,88 @@ class CentralStore:
 
     # ---- events ------------------------------------------------------------------------------
     def insert(self, envelopes: Iterable[dict[str, Any]]) -> InsertResult:
+        """Store a batch: per box one read of the rows around it, one multi-row insert."""
         res = InsertResult()
-        envs = sorted(envelopes, key=lambda e: (str(e.get("site")), str(e.get("box")),
-                                                int(e.get("seq", 0))))
+        by_box: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+        for env in envelopes:
+            site, box, seq = env["site"], env["box"], int(env["seq"])
+            if event_hash(env) != env["hash"]:
+                res.breaks.append((site, box, seq, "bad-hash",
+                                   "the event's hash does not match its content"))
+                continue
+            batch = by_box.setdefault((site, box), {})
+            if seq in batch:  # the same seq twice in one batch
+                if (batch[seq]["id"], batch[seq]["hash"]) == (env["id"], env["hash"]):
+                    res.duplicates += 1
+                else:
+                    res.breaks.append((site, box, seq, "seq-conflict",
+                                       f"seq {seq} arrived again as a different event"))
+                continue
+            batch[seq] = env
+        noted = list(res.breaks)
+        res.breaks = []
         self._begin()
         try:
-            locked: set[tuple[str, str]] = set()
-            for env in envs:
-                site, box, seq = env["site"], env["box"], int(env["seq"])
-                if (site, box) not in locked:
-                    self._lock_box(site, box)
-                    locked.add((site, box))
-                if event_hash(env) != env["hash"]:
-                    self._break(res, site, box, seq, "bad-hash",
-                                "the event's hash does not match its content")
-                    continue
-                row = self._x("SELECT id, hash FROM events WHERE site=? AND box=? AND seq=?",
-                              (site, box, seq)).fetchone()
-                if row is not None:
-                    if (row[0], row[1]) == (env["id"], env["hash"]):
-                        res.duplicates += 1
-                    else:
-                        self._break(res, site, box, seq, "seq-conflict",
-                                    f"seq {seq} arrived again as a different event {env['id']}")
-                    continue
-                self._x("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                        (site, box, seq, env["id"], env["type"], env["ts"], env["prev_hash"],
-                         env["hash"], canonical_json(env).decode("utf-8"), _now(),
-                         self.ingest))
-                res.stored += 1
-                if seq == 1 and env["prev_hash"] != GENESIS_HASH:
-                    self._break(res, site, box, seq, "prev-mismatch",
-                                "seq 1 must follow the genesis hash")
-                prev = self._x("SELECT hash FROM events WHERE site=? AND box=? AND seq=?",
-                               (site, box, seq - 1)).fetchone()
-                if prev is not None and prev[0] != env["prev_hash"]:
-                    self._break(res, site, box, seq, "prev-mismatch",
-                                f"prev_hash does not match the hash of seq {seq - 1}")
-                nxt = self._x("SELECT prev_hash FROM events WHERE site=? AND box=? AND seq=?",
-                              (site, box, seq + 1)).fetchone()
-                if nxt is not None and nxt[0] != env["hash"]:
-                    self._break(res, site, box, seq + 1, "prev-mismatch",
-                                f"prev_hash does not match the hash of seq {seq}")
+            for site, box, seq, reason, detail in noted:
+                self._break(res, site, box, seq, reason, detail)
+            for (site, box) in sorted(by_box):
+                self._insert_box(res, site, box, by_box[(site, box)])
             self._commit()
         except BaseException:
             self._rollback()
             raise
         return res
+
+    def _insert_box(self, res: InsertResult, site: str, box: str,
+                    batch: dict[int, dict[str, Any]]) -> None:
+        self._lock_box(site, box)
+        wanted = sorted({n for s in batch for n in (s - 1, s, s + 1) if n >= 1})
+        held: dict[int, tuple[str, str, str]] = {}  # seq -> (id, hash, prev_hash)
+        for i in range(0, len(wanted), 500):
+            part = wanted[i:i + 500]
+            rows = self._x(
+                "SELECT seq, id, hash, prev_hash FROM events WHERE site=? AND box=? AND seq IN ("
+                + ",".join("?" * len(part)) + ")", (site, box, *part)).fetchall()
+            held.update({int(r[0]): (r[1], r[2], r[3]) for r in rows})
+        new: list[dict[str, Any]] = []
+        for seq in sorted(batch):
+            env = batch[seq]
+            if seq in held:
+                if held[seq][:2] == (env["id"], env["hash"]):
+                    res.duplicates += 1
+                else:
+                    self._break(res, site, box, seq, "seq-conflict",
+                                f"seq {seq} arrived again as a different event {env['id']}")
+                continue
+            new.append(env)
+            held[seq] = (env["id"], env["hash"], env["prev_hash"])
+        now = _now()
+        if new:
+            rows = [
+                (site, box, e["seq"], e["id"], e["type"], e["ts"], e["prev_hash"], e["hash"],
+                 canonical_json(e).decode("utf-8"), now, self.ingest) for e in new]
+            q = self._sql("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?)")
+            if self.pg:
+                with self.conn.cursor() as cur:
+                    cur.executemany(q, rows)
+            else:
+                self.conn.executemany(q, rows)
+            res.stored += len(new)
+        new_seqs = {int(e["seq"]) for e in new}
+        for env in new:
+            seq = int(env["seq"])
+            if seq == 1 and env["prev_hash"] != GENESIS_HASH:
+                self._break(res, site, box, seq, "prev-mismatch",
+                            "seq 1 must follow the genesis hash")
+            prev = held.get(seq - 1)
+            if prev is not None and prev[1] != env["prev_hash"]:
+                self._break(res, site, box, seq, "prev-mismatch",
+                            f"prev_hash does not match the hash of seq {seq - 1}")
+            nxt = held.get(seq + 1)
+            # A successor new in this batch checks the pair itself (above).
+            if nxt is not None and (seq + 1) not in new_seqs and nxt[2] != env["hash"]:
+                self._break(res, site, box, seq + 1, "prev-mismatch",
+                            f"prev_hash does not match the hash of seq {seq}")
 
     # ---- status (birth, Will, periodic) ---------------------------------------------------
     def status(self, site: str, box: str, st: dict[str, Any]) -> InsertResult:
