@@ -154,8 +154,16 @@ def bench_live(tmp: Path, port: int) -> None:
     items = payloads(rt)[-n:]
     raw = raw_publish(port, items)
     rt.close()
+    # The same commits with no link at all: how much of the path is the journal itself.
+    rt2 = HallRuntime(config("bench-journal", port), tmp / "journal", ignore_hours=True)
+    t0 = time.perf_counter()
+    for i in range(n):
+        rt2.emit([ev(i)])
+    journal_only = n / (time.perf_counter() - t0)
+    rt2.close()
     out("link", "outbox_events_per_s", n / took, "events/s", n / raw, events=n,
-        ratio=round(raw / took, 3), note="baseline: raw paho QoS1 loop, same payloads")
+        ratio=round(raw / took, 3), journal_only_events_per_s=round(journal_only, 1),
+        note="each event its own fsync'd commit; baseline: raw paho QoS1 loop, same payloads")
 
 
 def bench_drain(tmp: Path, port: int) -> None:

@@ -128,7 +128,7 @@ class Ingest:
                 continue
             envs.append(obj)
         if envs:
-            r = store.insert(envs)
+            r = self._insert_retrying(store, envs)
             self.stats.stored += r.stored
             self.stats.duplicates += r.duplicates
             self._note_breaks(r.breaks)
@@ -136,6 +136,25 @@ class Ingest:
         for _t, _p, mid, qos in msgs:
             if qos > 0:
                 c.ack(mid, qos)
+
+    def _insert_retrying(self, store: CentralStore, envs: list[dict[str, Any]]) -> Any:
+        """A database outage holds the batch (unacknowledged) until the database is back."""
+        delay = 0.5
+        logged = False
+        while True:
+            try:
+                return store.insert(envs)
+            except Exception as e:
+                if not logged:
+                    log.error("database refused a batch of %d events (%s); retrying", len(envs), e)
+                    logged = True
+                if self.stop_event.wait(delay):
+                    raise
+                delay = min(delay * 2, 10.0)
+                try:
+                    store.reconnect()
+                except Exception as e2:
+                    log.debug("reconnect failed: %s", e2)
 
     def _note_breaks(self, breaks: list[tuple[str, str, int, str, str]]) -> None:
         for site, box, seq, reason, detail in breaks:

@@ -57,11 +57,22 @@ class CentralStore:
     def __init__(self, dsn: str, *, ingest: str = "-") -> None:
         self.dsn = dsn
         self.ingest = ingest  # which process stored an event (load split, forensics)
+        self._connect()
+
+    def reconnect(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:
+            pass
+        self._connect()
+
+    def _connect(self) -> None:
+        dsn = self.dsn
         self.pg = dsn.startswith(("postgresql://", "postgres://")) or "dbname=" in dsn
         if self.pg:
             import psycopg
 
-            self.conn: Any = psycopg.connect(dsn, autocommit=False)
+            self.conn: Any = psycopg.connect(dsn, autocommit=False, connect_timeout=10)
         else:
             path = dsn.removeprefix("sqlite:///").removeprefix("sqlite://")
             self.conn = sqlite3.connect(path, isolation_level=None, timeout=30,
