@@ -187,3 +187,39 @@ def test_paho_is_never_the_store(tmp_path: Path, broker: Broker):
     assert 0 < peak <= 5 + 16  # window + a few status/health/reply messages
     assert isinstance(paho.MQTTv5, int)
     rt.close()
+
+
+def test_last_will_after_sigkill_carries_the_births_boot(tmp_path: Path, broker: Broker):
+    import signal
+    import subprocess
+    import sys
+
+    got: list[dict] = []
+    cb = CentralBroker(broker.central_url())
+    c = make_client(cb, "will-watcher")
+    c.on_message = lambda _c, _u, m: got.append(json.loads(m.payload))
+    connect_blocking(c, cb)
+    c.subscribe(f"hallbox/v1/{SITE}/box-3/status", qos=1)
+    p = subprocess.Popen([sys.executable, str(Path(__file__).parent / "link_boxproc.py"),
+                          str(tmp_path / "box"), broker.url("box-3", box_password("box-3")),
+                          "box-3", "100000"], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_sync(lambda: any(s.get("online") for s in got), 20, "birth")
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+        wait_sync(lambda: got[-1].get("online") is False, 20, "the Will")
+    finally:
+        if p.poll() is None:
+            p.kill()
+        c.disconnect()
+        c.loop_stop()
+    birth = next(s for s in got if s.get("online"))
+    will = got[-1]
+    assert will == {"online": False, "boot": birth["boot"], "reason": "lost", "site": SITE,
+                    "box": "box-3"}
+
+
+def wait_sync(pred, timeout, what):
+    from tests.link_fixtures import wait_for
+
+    wait_for(pred, timeout, what)
