@@ -220,3 +220,22 @@ def test_command_payload_schema_matches_what_we_send():
         check({**c, "extra": 1}, "command.json")
     with pytest.raises(jsonschema.ValidationError):
         check({"from_seq": 0}, "cmd.replay.args.json")
+
+
+def test_seen_command_ids_survive_a_restart(tmp_path: Path, broker: Broker):
+    cfg = box_config("box-2", broker.url("box-2", box_password("box-2")))
+    b = CentralBroker(broker.central_url())
+    once = P.make_command(CMD_KEY, SITE, "box-2", "display.message", {"text": "一次"})
+    box = BoxThread(tmp_path / "box", cfg)
+    try:
+        r = send_command(b, CMD_KEY, SITE, "box-2", "display.message", payload=once, timeout=10)
+        assert r is not None and r["ok"]
+    finally:
+        box.close()
+    box = BoxThread(tmp_path / "box", cfg)
+    try:
+        r = send_command(b, CMD_KEY, SITE, "box-2", "display.message", payload=once, timeout=10)
+        assert r is not None and r["error"]["code"] == "repeated"
+        assert len(journal(box, "display.message")) == 1
+    finally:
+        box.close()
