@@ -63,9 +63,16 @@ def journal(box: BoxThread, type_: str) -> list[dict[str, Any]]:
 
 
 def test_every_builtin_command(box: BoxThread, broker: Broker):
-    # a punch from the attendance feature (another branch) as it will appear in the journal
-    box.call(lambda: box.rt.emit([DomainEvent("punch.recorded", {"staff": "S001"})]))
-    today = box.call(lambda: box.rt.hall.local().date().isoformat())
+    # punches as the attendance feature journals them: one today, one read back from the
+    # terminal's memory today but made three days ago
+    now = box.call(lambda: box.rt.hall.local())
+    today = now.date().isoformat()
+    for at, source in ((now, "live"), (now - timedelta(days=3), "stored")):
+        box.call(lambda at=at, source=source: box.rt.emit([DomainEvent("punch.recorded", {
+            "terminal": "fp-1", "user_id": "7", "staff": "S001", "name": None,
+            "at": rfc3339(at), "kind": "check_in", "punch": 0, "verify": 1,
+            "source": source})]))
+    three_days_ago = (now - timedelta(days=3)).date().isoformat()
 
     r = cmd(broker, "health.get")
     assert r["ok"] and any(d["device"] == "mqtt-link" for d in r["result"]["devices"])
@@ -98,7 +105,13 @@ def test_every_builtin_command(box: BoxThread, broker: Broker):
 
     r = cmd(broker, "attendance.pull", {"from": today, "to": today})
     assert r["ok"] and r["result"]["count"] == 1
-    assert r["result"]["records"][0]["data"] == {"staff": "S001"}
+    assert r["result"]["records"][0]["data"]["source"] == "live"
+    r = cmd(broker, "attendance.pull", {"from": three_days_ago, "to": three_days_ago})
+    assert r["result"]["count"] == 1 and r["result"]["records"][0]["data"]["source"] == "stored"
+    r = cmd(broker, "attendance.pull", {"from": three_days_ago, "to": today, "limit": 1})
+    assert r["result"]["count"] == 1 and r["result"]["truncated"] is True
+    r = cmd(broker, "attendance.pull", {"from": today, "to": three_days_ago})
+    assert r["ok"] is False and r["error"]["code"] == "bad-args"
 
     head = box.call(lambda: box.rt.store.head_seq)
     r = cmd(broker, "replay", {"from_seq": 1, "to_seq": 3})
@@ -107,7 +120,8 @@ def test_every_builtin_command(box: BoxThread, broker: Broker):
     assert head >= 3
     executed = [e["data"]["command"] for e in journal(box, "command.executed")]
     assert executed == ["health.get", "config.get", "display.message", "spotcheck.start",
-                        "appointments.push", "attendance.pull", "replay"]
+                        "appointments.push", "attendance.pull", "attendance.pull",
+                        "attendance.pull", "replay"]
 
 
 def test_refusals_each_say_why(box: BoxThread, broker: Broker):

@@ -228,25 +228,40 @@ class AttendanceArgs(Args):
 
 
 def cmd_attendance_pull(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
-    """Fingerprint punches (`punch.recorded` events, from the attendance feature) by hall date.
+    """Fingerprint punches (`punch.recorded` events of the attendance feature) by hall date.
 
-    Reads the journal, so it answers with whatever the attendance driver recorded; until that
-    feature lands, the answer is an empty list. Pages with `after_seq` when `truncated`.
+    The date is the punch's own time (`data.at`, in the hall's time zone; the journal time when
+    absent), so punches read back from a terminal's memory days later still count on the day
+    they were made. A punch is never journalled before it happened, so rows journalled before
+    `from` (less a day of clock slack) are skipped. Pages with `after_seq` when `truncated`.
     """
+    import json
+    from zoneinfo import ZoneInfo
+
     a = _args(AttendanceArgs, args)
     if a.to < a.from_:
         raise CommandError("bad-args", "to is before from")
     if (a.to - a.from_).days > 92:
         raise CommandError("bad-args", "at most 92 days per pull")
+    tz = ZoneInfo(ctx.rt.config.hall.timezone)
     rows = ctx.rt.store.db.execute(
         "SELECT seq, ts, envelope FROM journal WHERE type = 'punch.recorded' AND seq > ?"
-        " AND substr(ts, 1, 10) BETWEEN ? AND ? ORDER BY seq LIMIT ?",
-        (a.after_seq, a.from_.isoformat(), a.to.isoformat(), a.limit + 1)).fetchall()
-    import json
-
-    records = [{"seq": s, "ts": ts, "data": json.loads(env)["data"]} for s, ts, env in rows]
-    truncated = len(records) > a.limit
-    records = records[: a.limit]
+        " AND substr(ts, 1, 10) >= ? ORDER BY seq",
+        (a.after_seq, (a.from_ - timedelta(days=1)).isoformat()))
+    records: list[dict[str, Any]] = []
+    truncated = False
+    for seq, ts, env in rows:
+        data = json.loads(env)["data"]
+        at = data.get("at") if isinstance(data.get("at"), str) else ts
+        try:
+            day = datetime.fromisoformat(at).astimezone(tz).date()
+        except ValueError:
+            day = datetime.fromisoformat(ts).astimezone(tz).date()
+        if a.from_ <= day <= a.to:
+            if len(records) == a.limit:
+                truncated = True
+                break
+            records.append({"seq": seq, "ts": ts, "data": data})
     return {"from": a.from_.isoformat(), "to": a.to.isoformat(), "count": len(records),
             "truncated": truncated, "records": records}
 
