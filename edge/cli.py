@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from edge import systemd
+from edge.central.cli import add_central_parser
 from edge.config import ConfigError, HallConfig, load_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "hall.example.toml"
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     h = sub.add_parser("hash-pin", help="make an argon2 hash for a staff PIN")
     h.add_argument("pin", nargs="?")
     h.set_defaults(fn=cmd_hash_pin)
+    add_central_parser(sub)
     args = p.parse_args(argv)
     return int(args.fn(args))
 

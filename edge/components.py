@@ -48,3 +48,7 @@ BUILDERS.append(_hall_devices)
 from drivers.staff_devices import build as _build_staff_devices  # noqa: E402
 
 BUILDERS.append(_build_staff_devices)
+# The MQTT link to the central room (edge/link); absent [mqtt] section: no component.
+from edge.link.component import build_link  # noqa: E402
+
+BUILDERS.append(build_link)

@@ -16,6 +16,7 @@ from edge.config.devices import DevicesSection
 from edge.config.devices import cross_check as _devices_cross_check
 from edge.config.devices_staff import cross_check_staff
 from edge.config.hall import HallSection
+from edge.config.mqtt import MqttSection, apply_env_override
 from edge.config.queue import QueuePolicy
 from edge.config.rating import RatingSection
 from edge.config.services import ServiceConfig
@@ -24,7 +25,7 @@ from edge.config.windows import WindowConfig, WindowService
 
 __all__ = [
     "ApiSection", "ApiToken", "ConfigError", "ConfigIssue", "DevicesSection", "HallConfig",
-    "HallSection",
+    "HallSection", "MqttSection",
     "QueuePolicy", "ServiceConfig", "StaffConfig", "WindowConfig", "WindowService",
     "load_config", "parse_config",
 ]
@@ -39,6 +40,7 @@ class HallConfig(Strict):
     api: ApiSection = Field(default_factory=ApiSection)
     devices: DevicesSection | None = None  # absent: no devices driven by this box
     rating: RatingSection | None = None
+    mqtt: MqttSection | None = None  # absent (and no HALLBOX_MQTT_URL): no link
 
     def service(self, code: str) -> ServiceConfig:
         return next(s for s in self.services if s.code == code)
@@ -130,6 +132,9 @@ def _staff_devices_check(dev: DevicesSection, numbers: set[int],
 
 
 def parse_config(raw: dict[str, Any], source: str = "<config>") -> HallConfig:
+    mqtt = apply_env_override(raw.get("mqtt"))
+    if mqtt is not None:
+        raw = {**raw, "mqtt": mqtt}
     try:
         cfg = HallConfig.model_validate(raw)
     except ValidationError as e:

@@ -1,0 +1,1 @@
+"""The reference central side: `hallbox central ingest` and `hallbox central cmd`."""

@@ -1,0 +1,1 @@
+"""The link to the central supervision room: outbox -> MQTT, status, health, commands."""
