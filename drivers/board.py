@@ -60,6 +60,8 @@ class BoardDriver:
         self._unanswered: dict[tuple[str, int], float] = {}
         self._silent: set[str] = set()
         self._watch: asyncio.Task[None] | None = None
+        # Notices from the central room (display.message): board id -> (text, expiry timer).
+        self._notices: dict[str, tuple[str, asyncio.TimerHandle]] = {}
         for bus_id in {b.bus for b in boards}:
             bus = buses[bus_id]
             self._decoders[bus_id] = bx5.Bx5Decoder()
@@ -74,6 +76,9 @@ class BoardDriver:
         self._watch = asyncio.create_task(self._watch_replies(), name="boards-replies")
 
     async def stop(self) -> None:
+        for _, timer in self._notices.values():
+            timer.cancel()
+        self._notices.clear()
         if self._unsub:
             self._unsub()
         if self._watch:
@@ -98,8 +103,36 @@ class BoardDriver:
     def _main_text(self, b: BoardConfig) -> str:
         return "  ".join(self.calls) if self.calls else b.idle_text
 
+    def _normal_text(self, b: BoardConfig) -> str:
+        return self._window_text(b) if b.window else self._main_text(b)
+
+    def _notice(self, data: dict[str, Any]) -> None:
+        """Show a central-room notice for its time, then go back to what the board showed."""
+        target = data["target"]
+        chosen = [b for b in self.boards
+                  if target == "all" or (target == "main" and b.main)
+                  or (isinstance(target, int) and b.window == target)]
+        loop = asyncio.get_running_loop()
+        for b in chosen:
+            old = self._notices.pop(b.id, None)
+            if old is not None:
+                old[1].cancel()
+            timer = loop.call_later(data["seconds"], self._end_notice, b.id)
+            self._notices[b.id] = (data["text"], timer)
+            self._show(b, data["text"], force=True)
+
+    def _end_notice(self, board_id: str) -> None:
+        text, _ = self._notices.pop(board_id, ("", None))
+        b = next(x for x in self.boards if x.id == board_id)
+        # A call shown since then is the truth and stays; only the notice itself is replaced.
+        if self.text.get(board_id) == text:
+            self._show(b, self._normal_text(b))
+
     def _on_event(self, env: dict[str, Any]) -> None:
         t = env["type"]
+        if t == "display.message":
+            self._notice(env["data"])
+            return
         if t == "day.opened":  # a new day: sessions ended, yesterday's calls are gone
             self.calls.clear()
             for b in self.boards:

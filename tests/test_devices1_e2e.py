@@ -236,3 +236,29 @@ def test_appointment_check_in_prints_with_its_note(tmp_path: Path) -> None:
             assert "【预约】" in hall.printer.text()
 
     asyncio.run(go())
+
+
+def test_central_notice_shows_on_the_boards_then_reverts(tmp_path: Path) -> None:
+    """display.message (the central room's cmd/display.message journals it) reaches the boards:
+    shown for its time, then the board's own text again; a call at a window takes precedence."""
+    from edge.domain.model import DomainEvent
+
+    async def go() -> None:
+        async with running_hall(tmp_path) as hall:
+            notice = {"command_id": "c-1", "text": "今日系统维护 16:00 停止取号", "seconds": 5,
+                      "target": "main"}
+            hall.rt.emit([DomainEvent("display.message", notice)])
+            await hall.boards.wait_shown(100, notice["text"])
+            assert hall.boards.shown.get(10) != notice["text"]  # only the main board
+            await hall.boards.wait_shown(100, "天河区政务服务中心 欢迎您", timeout=10)
+            hall.rt.emit([DomainEvent("display.message", dict(notice, target=10,
+                                                              text="请注意"))])
+            await hall.boards.wait_shown(10, "请注意")
+            await hall.take_ticket("RS")
+            assert await hall.keypads.key(10, kp.Func.KEY_LOGIN, b"S010:8010") == 0
+            assert await hall.keypads.key(10, kp.Func.KEY_CALL) == 0
+            await hall.boards.wait_shown(10, "F001 请到10号窗口")
+            await asyncio.sleep(5.5)  # the notice's time ran out: the call stays
+            assert hall.boards.shown[10] == "F001 请到10号窗口"
+
+    asyncio.run(go())
