@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from drivers.protocols import keypad
-from drivers.sim.staff_pty import PtyDevice
+from drivers.sim.pty_port import PtyPort
 
 
 class EvaluatorKeysSim:
@@ -19,11 +19,11 @@ class EvaluatorKeysSim:
         self.addresses = set(addresses)
         self.decoder = keypad.KeypadDecoder()
         self.received: dict[int, list[keypad.KeypadFrame]] = {a: [] for a in addresses}
-        self.port = PtyDevice(link, self._on_bytes)
+        self.port = PtyPort(Path(link).parent, Path(link).name, self._on_bytes)
 
     @property
     def endpoint(self) -> str:
-        return str(self.port.link)
+        return str(self.port.link_path)
 
     async def start(self) -> None:
         self.port.plug()

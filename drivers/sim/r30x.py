@@ -14,7 +14,7 @@ from pathlib import Path
 
 from drivers.protocols import r30x
 from drivers.protocols.r30x import Confirm, Instr
-from drivers.sim.staff_pty import PtyDevice
+from drivers.sim.pty_port import PtyPort
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,11 @@ class R30xSim:
         self.silent = False
         self.decoder = r30x.R30xDecoder()
         self.commands: list[int] = []  # instructions received, for tests
-        self.port = PtyDevice(link, self._on_bytes)
+        self.port = PtyPort(Path(link).parent, Path(link).name, self._on_bytes)
 
     @property
     def endpoint(self) -> str:
-        return str(self.port.link)
+        return str(self.port.link_path)
 
     async def start(self) -> None:
         self.port.plug()
