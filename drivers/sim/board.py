@@ -13,12 +13,12 @@ from pathlib import Path
 
 from drivers.protocols import bx5
 from drivers.protocols.at_board import AtDecoder
-from drivers.sim.pty_port import PtyPort
+from drivers.sim.pty_port import PtyPort, PtySimulator
 
 log = logging.getLogger(__name__)
 
 
-class BoardBusSim:
+class BoardBusSim(PtySimulator):
     device_class = "board"
 
     def __init__(self, dev_dir: Path, bus_id: str, boards: dict[int, str]) -> None:
@@ -37,21 +37,6 @@ class BoardBusSim:
         self._changed = asyncio.Event()
         self.port = PtyPort(dev_dir, bus_id, self._on_bytes)
 
-    @property
-    def endpoint(self) -> str:
-        return str(self.port.link_path)
-
-    async def start(self) -> None:
-        self.port.plug()
-
-    async def stop(self) -> None:
-        self.port.unplug()
-
-    def unplug(self) -> None:
-        self.port.unplug()
-
-    def plug(self) -> None:
-        self.port.plug()
 
     def _on_bytes(self, data: bytes) -> None:
         # Split into protocol segments; each decoder sees only its own frames.

@@ -11,32 +11,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from drivers.protocols import keypad
-from drivers.sim.pty_port import PtyPort
+from drivers.sim.pty_port import PtyPort, PtySimulator
 
 
-class EvaluatorKeysSim:
+class EvaluatorKeysSim(PtySimulator):
     def __init__(self, link: str | Path, addresses: list[int]) -> None:
         self.addresses = set(addresses)
         self.decoder = keypad.KeypadDecoder()
         self.received: dict[int, list[keypad.KeypadFrame]] = {a: [] for a in addresses}
         self.port = PtyPort(Path(link).parent, Path(link).name, self._on_bytes)
 
-    @property
-    def endpoint(self) -> str:
-        return str(self.port.link_path)
-
-    async def start(self) -> None:
-        self.port.plug()
-
-    async def stop(self) -> None:
-        self.port.unplug()
 
     def plug(self) -> None:
         self.decoder = keypad.KeypadDecoder()
         self.port.plug()
 
-    def unplug(self) -> None:
-        self.port.unplug()
 
     def press(self, address: int, key: int) -> bytes:
         """The applicant presses a key; returns the bytes put on the line."""

@@ -14,7 +14,7 @@ import asyncio
 from pathlib import Path
 
 from drivers.protocols import keypad as kp
-from drivers.sim.pty_port import PtyPort
+from drivers.sim.pty_port import PtyPort, PtySimulator
 
 KEYS = {"call": kp.Func.KEY_CALL, "recall": kp.Func.KEY_RECALL, "finish": kp.Func.KEY_FINISH,
         "pause": kp.Func.KEY_PAUSE, "transfer": kp.Func.KEY_TRANSFER,
@@ -22,7 +22,7 @@ KEYS = {"call": kp.Func.KEY_CALL, "recall": kp.Func.KEY_RECALL, "finish": kp.Fun
         "logout": kp.Func.KEY_LOGOUT}
 
 
-class KeypadBusSim:
+class KeypadBusSim(PtySimulator):
     device_class = "keypad"
 
     def __init__(self, dev_dir: Path, bus_id: str, addresses: list[int]) -> None:
@@ -37,15 +37,7 @@ class KeypadBusSim:
         self._control: asyncio.Server | None = None
         self.port = PtyPort(dev_dir, bus_id, self._on_bytes)
 
-    @property
-    def endpoint(self) -> str:
-        return str(self.port.link_path)
 
-    async def start(self) -> None:
-        self.port.plug()
-
-    async def stop(self) -> None:
-        self.port.unplug()
         if self._control is not None:
             self._control.close()
             self._control = None
@@ -82,11 +74,6 @@ class KeypadBusSim:
         w, number, st = self.display.get(addr, (0, "", ""))
         return f"{kp.AckStatus(status).name} display: waiting={w} number={number} {st}".strip()
 
-    def unplug(self) -> None:
-        self.port.unplug()
-
-    def plug(self) -> None:
-        self.port.plug()
 
     def press(self, address: int, func: int, data: bytes = b"") -> None:
         self.port.write(kp.encode(kp.KeypadFrame(address, func, data)))

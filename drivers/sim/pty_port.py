@@ -99,3 +99,26 @@ class PtyPort:
                             len(view))
                 return
             view = view[n:]
+
+
+class PtySimulator:
+    """What every serial-device simulator does with its port: the endpoint is the stable
+    symlink, start plugs the cable in, stop and unplug pull it. Subclasses set `self.port`."""
+
+    port: PtyPort
+
+    @property
+    def endpoint(self) -> str:
+        return str(self.port.link_path)
+
+    async def start(self) -> None:
+        self.plug()
+
+    async def stop(self) -> None:
+        self.port.unplug()
+
+    def plug(self) -> None:
+        self.port.plug()
+
+    def unplug(self) -> None:
+        self.port.unplug()

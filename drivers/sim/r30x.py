@@ -14,12 +14,12 @@ from pathlib import Path
 
 from drivers.protocols import r30x
 from drivers.protocols.r30x import Confirm, Instr
-from drivers.sim.pty_port import PtyPort
+from drivers.sim.pty_port import PtyPort, PtySimulator
 
 log = logging.getLogger(__name__)
 
 
-class R30xSim:
+class R30xSim(PtySimulator):
     def __init__(self, link: str | Path, *, address: int = r30x.DEFAULT_ADDRESS,
                  password: int = 0, capacity: int = 300,
                  templates: dict[int, str] | None = None) -> None:
@@ -35,22 +35,11 @@ class R30xSim:
         self.commands: list[int] = []  # instructions received, for tests
         self.port = PtyPort(Path(link).parent, Path(link).name, self._on_bytes)
 
-    @property
-    def endpoint(self) -> str:
-        return str(self.port.link_path)
-
-    async def start(self) -> None:
-        self.port.plug()
-
-    async def stop(self) -> None:
-        self.port.unplug()
 
     def plug(self) -> None:
         self.decoder = r30x.R30xDecoder()
         self.port.plug()
 
-    def unplug(self) -> None:
-        self.port.unplug()
 
     def place_finger(self, finger: str) -> None:
         self.finger = finger
