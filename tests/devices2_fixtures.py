@@ -7,45 +7,37 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime
-from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import jsonschema
 import pytest
 
 from edge.clock import FakeClock
-from edge.config import HallConfig, load_config
+from edge.config import HallConfig
 from edge.runtime import HallRuntime
+from tests.conftest import EXAMPLE_CONFIG, MONDAY_0900, ROOT, SHANGHAI
 
 # Star-imported by the test modules: only the fixtures (helpers are imported by name).
 __all__ = ["d2_clock", "d2_config", "d2_runtime"]
+_REEXPORTED = (EXAMPLE_CONFIG, MONDAY_0900, SHANGHAI)  # other test modules import these here
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE_CONFIG = ROOT / "config" / "hall.example.toml"
 SCHEMAS = ROOT / "edge" / "schemas" / "events"
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-MONDAY_0900 = datetime(2026, 11, 23, 9, 0, tzinfo=SHANGHAI)
 
 
+# The core fixtures of tests/conftest.py under the names these tests were written with.
 @pytest.fixture(scope="session")
-def d2_config() -> HallConfig:
-    return load_config(EXAMPLE_CONFIG)
+def d2_config(hall_config: HallConfig) -> HallConfig:
+    return hall_config
 
 
 @pytest.fixture
-def d2_clock() -> FakeClock:
-    return FakeClock(MONDAY_0900)
+def d2_clock(clock: FakeClock) -> FakeClock:
+    return clock
 
 
 @pytest.fixture
-def d2_runtime(d2_config: HallConfig, d2_clock: FakeClock, tmp_path: Path
-               ) -> Iterator[HallRuntime]:
-    rt = HallRuntime(d2_config, tmp_path / "data", clock=d2_clock)
-    rt.tick()
-    yield rt
-    rt.close()
+def d2_runtime(runtime: HallRuntime) -> Iterator[HallRuntime]:
+    yield runtime
 
 
 def journal(rt: HallRuntime, *types: str) -> list[dict[str, Any]]:
