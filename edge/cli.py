@@ -72,7 +72,14 @@ async def _serve(args: argparse.Namespace, cfg: HallConfig, data: Path) -> None:
     host = args.host or cfg.api.host
     port = args.port or cfg.api.port
     ctx = RunContext(rt, data, args.sim, devices=not args.no_devices)
-    components = [c for build in BUILDERS for c in build(ctx)]
+    components = []
+    for build in BUILDERS:
+        try:
+            components += build(ctx)
+        except Exception:
+            # A feature whose setup fails (a bad device path, a missing library) is left out;
+            # the queue and the other features run on.
+            log.exception("%s could not be set up; the hall runs without it", build.__module__)
     started = []
     for comp in components:
         try:
@@ -117,7 +124,8 @@ async def _serve(args: argparse.Namespace, cfg: HallConfig, data: Path) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config_or_exit(args.config)
-    data = Path(args.data or os.environ.get("HALLBOX_DATA") or "var")
+    # Absolute: simulators publish device paths from it in sim.json, drivers open them.
+    data = Path(args.data or os.environ.get("HALLBOX_DATA") or "var").resolve()
     data.mkdir(parents=True, exist_ok=True)
     # uvicorn shuts down gracefully on SIGTERM and then re-raises it; make that a clean exit 0
     # so systemd and tests see an orderly stop, not a kill.
