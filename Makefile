@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := mosquitto mosquitto-clients ffmpeg chromium espeak-ng sox sqlite3
+APT_PACKAGES := mosquitto mosquitto-clients ffmpeg chromium fonts-wqy-zenhei espeak-ng sox sqlite3
 
 .PHONY: run test test-long bench lint sysdeps venv clean
 
