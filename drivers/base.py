@@ -262,7 +262,14 @@ class Link:
     # ---- USB ---------------------------------------------------------------------------
     async def _open_usb(self, addr: UsbAddress, backend: Any) -> None:
         assert self._loop
-        port = await self._loop.run_in_executor(None, UsbPort.open, addr, backend)
+        opening = self._loop.run_in_executor(None, UsbPort.open, addr, backend)
+        try:
+            port = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # Stopped mid-open: the thread still finishes; release what it claims.
+            opening.add_done_callback(
+                lambda f: f.cancelled() or f.exception() is not None or f.result().close())
+            raise
         stop = threading.Event()
         self._usb, self._usb_stop = port, stop
         self._usb_writer = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-out")
