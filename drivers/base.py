@@ -2,15 +2,20 @@
 
 A `Link` owns one byte stream to one device or one RS-485 bus: a serial port (a real tty, a USB
 adapter, or a simulator's pseudo-terminal) opened through pyserial, or a TCP socket (network
-printers on 9100). It runs on the asyncio loop thread with non-blocking file descriptors
-(``loop.add_reader``/``add_writer``), so blocking I/O never stalls the queue.
+printers on 9100), or a USB printer-class device through pyusb (``usb://vendor:product``). It
+runs on the asyncio loop thread with non-blocking file descriptors (``loop.add_reader``/
+``add_writer``), so blocking I/O never stalls the queue. libusb has no such descriptor to poll, so
+a USB link reads bulk IN on its own thread (short timeouts) and writes bulk OUT on a second one;
+their results come back to the loop thread by ``call_soon_threadsafe``.
 
 Supervision: every way the OS or a library can say "the device is gone" (EIO on a pty whose
-master closed, EOF, ECONNRESET, a SerialException, a termios error, a failed open ...) goes
-through ``Link._fail`` and becomes ONE failure: the link closes, ``on_down(reason)`` runs once,
-and the supervisor reopens with capped exponential backoff. A serial path is resolved again on
-every attempt (``/dev/serial/by-id/...`` or a udev/simulator symlink), so a replugged device
-with a new node is found. One link failing never touches another link or the queue.
+master closed, EOF, ECONNRESET, a SerialException, a termios error, a USBError such as ENODEV,
+EIO or EPIPE, a USB device no longer enumerated, a failed open ...) goes through
+``Link._fail`` and becomes ONE failure: the link closes, ``on_down(reason)`` runs once, and the
+supervisor reopens with capped exponential backoff. A serial path is resolved again on every
+attempt (``/dev/serial/by-id/...`` or a udev/simulator symlink), and a USB device is looked up
+in enumeration again, so a replugged device with a new node or bus address is found. One link
+failing never touches another link or the queue.
 
 `DeviceHealthReporter` turns up/down/degraded states into ``rt.health.report`` calls with the
 fault grade of DOMAIN.md.
@@ -25,12 +30,15 @@ import logging
 import os
 import re
 import termios
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import serial
 
+from drivers.usb_transport import UsbAddress, UsbPort, parse_usb
 from edge.health import DeviceHealth, Grade
 
 if TYPE_CHECKING:
@@ -38,6 +46,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Bulk IN is polled with a short timeout so a stop or unplug is noticed quickly; a DLE EOT
+# answer is one byte, a full-speed packet 64.
+USB_READ_SIZE = 512
+USB_READ_MS = 100
+USB_WRITE_MS = 5000  # a printer that accepts nothing for 5 s is treated as gone
+USB_WRITE_CHUNK = 16384
 _TCP = re.compile(r"^tcp://(?P<host>\[[0-9a-fA-F:]+\]|[^:/]+):(?P<port>\d+)$")
 
 
@@ -47,22 +61,32 @@ class DeviceOffline(Exception):
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where a device is: a path (serial/pty/symlink) or host:port."""
+    """Where a device is: a path (serial/pty/symlink), host:port, or a USB vendor:product.
+
+    `usb_backend` is the pyusb backend to enumerate with: None is pyusb's default (libusb-1.0);
+    the USB printer simulator passes its own.
+    """
 
     path: str | None = None
     host: str | None = None
     port: int | None = None
+    usb: UsbAddress | None = None
+    usb_backend: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def parse(cls, text: str) -> Endpoint:
+    def parse(cls, text: str, usb_backend: Any = None) -> Endpoint:
         m = _TCP.match(text)
         if m:
             return cls(host=m.group("host").strip("[]"), port=int(m.group("port")))
         if text.startswith("/"):
             return cls(path=text)
-        raise ValueError(f"not a device path or tcp://host:port: {text!r}")
+        if text.startswith("usb://"):
+            return cls(usb=parse_usb(text), usb_backend=usb_backend)
+        raise ValueError(f"not a device path, tcp://host:port or usb://vendor:product: {text!r}")
 
     def __str__(self) -> str:
+        if self.usb is not None:
+            return str(self.usb)
         return self.path if self.path else f"tcp://{self.host}:{self.port}"
 
 
@@ -97,6 +121,9 @@ class Link:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._tcp_task: asyncio.Task[None] | None = None
+        self._usb: UsbPort | None = None
+        self._usb_stop: threading.Event | None = None
+        self._usb_writer: ThreadPoolExecutor | None = None
         self._out = bytearray()
         self._writing = False
         self._drained: asyncio.Event | None = None
@@ -183,6 +210,8 @@ class Link:
                 termios.tcflush(fd, termios.TCIOFLUSH)
             self._serial, self._fd, self.resolved = ser, fd, real
             self._loop.add_reader(fd, self._readable)
+        elif ep.usb is not None:
+            await self._open_usb(ep.usb, ep.usb_backend)
         else:
             assert ep.host and ep.port
             reader, writer = await asyncio.wait_for(
@@ -205,7 +234,12 @@ class Link:
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 self._writer.close()
+        if self._usb_stop is not None:
+            # The reader thread releases the device once its read returns (within
+            # USB_READ_MS) and the pending write is done: nothing is released mid-transfer.
+            self._usb_stop.set()
         self._serial = self._fd = self._reader = self._writer = self._tcp_task = None
+        self._usb = self._usb_stop = self._usb_writer = None
         self._writing = False
         self._out.clear()
         if self._drained:
@@ -224,6 +258,78 @@ class Link:
                 self._loop.remove_reader(self._fd)
             with contextlib.suppress(Exception):
                 self._loop.remove_writer(self._fd)
+
+    # ---- USB ---------------------------------------------------------------------------
+    async def _open_usb(self, addr: UsbAddress, backend: Any) -> None:
+        assert self._loop
+        opening = self._loop.run_in_executor(None, UsbPort.open, addr, backend)
+        try:
+            port = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # Stopped mid-open: the thread still finishes; release what it claims.
+            opening.add_done_callback(
+                lambda f: f.cancelled() or f.exception() is not None or f.result().close())
+            raise
+        stop = threading.Event()
+        self._usb, self._usb_stop = port, stop
+        self._usb_writer = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-out")
+        self.resolved = port.describe()
+        threading.Thread(target=self._usb_read_loop, args=(port, stop, self._usb_writer),
+                         name=f"{self.name}-in", daemon=True).start()
+
+    def _usb_read_loop(self, port: UsbPort, stop: threading.Event,
+                       writer: ThreadPoolExecutor) -> None:
+        """Reader thread: bulk IN → the loop; any error → the one failure path."""
+        loop = self._loop
+        assert loop
+        try:
+            while not stop.is_set():
+                try:
+                    data = port.read(USB_READ_SIZE, USB_READ_MS)
+                except Exception as e:
+                    if not stop.is_set():
+                        with contextlib.suppress(RuntimeError):  # the loop has closed
+                            loop.call_soon_threadsafe(self._usb_failed, port, f"read: {e}")
+                    return
+                if data:
+                    try:
+                        loop.call_soon_threadsafe(self._usb_data, port, data)
+                    except RuntimeError:
+                        return
+        finally:
+            writer.shutdown(wait=True)
+            port.close()
+
+    def _usb_data(self, port: UsbPort, data: bytes) -> None:
+        if port is self._usb:  # a late read from a port already closed is dropped
+            self._deliver(data)
+
+    def _usb_failed(self, port: UsbPort, reason: str) -> None:
+        if port is self._usb:
+            self._fail(reason)
+
+    async def _usb_flush(self) -> None:
+        """Hand queued bytes to bulk OUT on the writer thread, in order."""
+        assert self._loop
+        port, writer = self._usb, self._usb_writer
+        try:
+            while self._out and port is not None and port is self._usb and writer:
+                chunk = bytes(self._out[:USB_WRITE_CHUNK])
+                try:
+                    n = await self._loop.run_in_executor(writer, port.write, chunk,
+                                                         USB_WRITE_MS)
+                except Exception as e:  # timeout included: a printer that takes nothing
+                    self._usb_failed(port, f"write: {e}")
+                    return
+                if port is not self._usb:
+                    return
+                self.bytes_out += n
+                del self._out[:n]
+        finally:
+            if port is self._usb:
+                self._writing = False
+                if not self._out and self._drained:
+                    self._drained.set()
 
     # ---- reading -------------------------------------------------------------------------
     def _readable(self) -> None:
@@ -305,6 +411,11 @@ class Link:
         self._out += data
         if self._drained:
             self._drained.clear()
+        if self._usb is not None:
+            if not self._writing and self._loop:
+                self._writing = True
+                self._loop.create_task(self._usb_flush())
+            return
         if not self._writing:
             self._flush()
 
@@ -343,6 +454,9 @@ class Link:
             return
         if self._drained:
             await asyncio.wait_for(self._drained.wait(), timeout)
+            if not self.online:
+                # Drained because the link dropped (its queue was cleared), not written.
+                raise DeviceOffline(f"{self.name} went offline while writing")
 
 
 class DeviceHealthReporter:

@@ -14,6 +14,8 @@ from drivers.printer import PrintDeskImpl, TicketPrinter
 from drivers.sim.board import BoardBusSim
 from drivers.sim.keypad import KeypadBusSim
 from drivers.sim.printer import PrinterSim
+from drivers.sim.usb_printer import UsbPrinterSim
+from drivers.usb_transport import parse_usb
 from drivers.voice import AplaySpeaker, VoiceDriver, WavSink
 
 if TYPE_CHECKING:
@@ -55,7 +57,11 @@ def build(ctx: RunContext) -> list[Component]:
     if ctx.sim:
         dev_dir = ctx.data_dir / "dev"
         for p in dev.printers:
-            ps = PrinterSim(dev_dir, p.id, tcp=p.port.startswith("tcp://"))
+            if p.port.startswith("usb://"):
+                # No USB bus here: the printer is simulated at the libusb layer, in process.
+                ps: PrinterSim = UsbPrinterSim(dev_dir, p.id, parse_usb(p.port))
+            else:
+                ps = PrinterSim(dev_dir, p.id, tcp=p.port.startswith("tcp://"))
             sims.append(ps)
         for b in dev.buses:
             boards = {x.address: x.protocol for x in dev.boards if x.bus == b.id}
@@ -70,7 +76,7 @@ def build(ctx: RunContext) -> list[Component]:
     printers = []
     for p in dev.printers:
         sim = next((s for s in sims if getattr(s, "device_id", None) == p.id), None)
-        printers.append(TicketPrinter(rt, p, port=sim.endpoint if sim else None))
+        printers.append(TicketPrinter(rt, p, port=sim.link_endpoint if sim else None))
     buses = {}
     for b in dev.buses:
         if not any(x.bus == b.id for x in [*dev.boards, *dev.keypads]):

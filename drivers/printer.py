@@ -16,7 +16,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from drivers.base import DeviceHealthReporter, DeviceOffline, Link
+from drivers.base import DeviceHealthReporter, DeviceOffline, Endpoint, Link
 from drivers.protocols.escpos import (
     PaperState,
     PrinterStatus,
@@ -61,7 +61,8 @@ def ticket_content(rt: HallRuntime, cfg: PrinterConfig, env: dict[str, Any]) -> 
 class TicketPrinter:
     """One printer: a supervised link, a job queue, paper status, health."""
 
-    def __init__(self, rt: HallRuntime, cfg: PrinterConfig, port: str | None = None) -> None:
+    def __init__(self, rt: HallRuntime, cfg: PrinterConfig,
+                 port: Endpoint | str | None = None) -> None:
         self.rt = rt
         self.cfg = cfg
         self.name = f"printer-{cfg.id}"

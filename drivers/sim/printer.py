@@ -14,6 +14,7 @@ import logging
 import socket
 from pathlib import Path
 
+from drivers.base import Endpoint
 from drivers.protocols.escpos import (
     Cut,
     Element,
@@ -71,6 +72,11 @@ class PrinterSim:
         if self.tcp:
             return f"tcp://127.0.0.1:{self.tcp_port}"
         return str(self.port.link_path)
+
+    @property
+    def link_endpoint(self) -> Endpoint:
+        """What the driver's Link opens (the USB simulator adds its pyusb backend)."""
+        return Endpoint.parse(self.endpoint)
 
     async def plug(self) -> None:
         if not self.tcp:

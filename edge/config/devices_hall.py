@@ -2,7 +2,8 @@
 
 Serial devices name their port by a stable path (/dev/serial/by-id/... or a udev symlink); the
 driver resolves it again on every reconnect, so a replugged adapter with a new /dev/ttyUSBn is
-found. A network printer is `tcp://host:9100`.
+found. A network printer is `tcp://host:9100`; a USB printer-class printer (no serial adapter)
+is `usb://vendor:product`, with `?serial=...` to tell identical printers apart.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from edge.config.base import Strict
+from edge.config.usb_address import parse_usb
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _TCP = re.compile(r"^tcp://([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$")
@@ -30,9 +32,20 @@ def check_port(v: str) -> str:
     return v
 
 
+def check_printer_port(v: str) -> str:
+    """A serial path, tcp://host:port, or usb://vendor:product[?serial=...]."""
+    if v.startswith("usb://"):
+        parse_usb(v)
+        return v
+    if not v.startswith(("/", "tcp://")):
+        raise ValueError(f"expected an absolute device path, tcp://host:port or "
+                         f"usb://vendor:product, got {v!r}")
+    return check_port(v)
+
+
 class PrinterConfig(Strict):
     id: str = Field(pattern=_ID)
-    port: str = Field(description="/dev/serial/by-id/... or tcp://host:9100")
+    port: str = Field(description="/dev/serial/by-id/..., tcp://host:9100 or usb://04b8:0202")
     baudrate: int = Field(default=9600, ge=1200, le=921600)
     # Which kiosk (API token name) prints here; None: the hall's default printer.
     kiosk: str | None = None
@@ -44,7 +57,7 @@ class PrinterConfig(Strict):
     @field_validator("port")
     @classmethod
     def _port(cls, v: str) -> str:
-        return check_port(v)
+        return check_printer_port(v)
 
 
 class BusConfig(Strict):
