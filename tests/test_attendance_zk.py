@@ -12,6 +12,7 @@ from edge.config.devices_staff import AttendanceTerminalConfig
 from edge.runtime import HallRuntime
 from tests.devices2_fixtures import *  # noqa: F403  (fixtures)
 from tests.devices2_fixtures import check_schema, journal
+from tests.waiting import until
 
 USERS = [
     zk.ZkUser(1, "1001", "王芳"),
@@ -23,13 +24,6 @@ CFG = AttendanceTerminalConfig(id="zk-1", host="127.0.0.1", timeout_ms=1000,
                                users={"1001": "S001", "1002": "S002"})
 
 
-async def until(cond, timeout: float = 10.0) -> None:
-    """Liveness bound only: wait for a condition, fail if it never comes."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        assert loop.time() < end, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 def punches(rt: HallRuntime) -> list[dict]:

@@ -11,19 +11,12 @@ from pathlib import Path
 
 from drivers.protocols import keypad as kp
 from drivers.sim.harness import running_hall
+from tests.waiting import poll as _until
 
 CYCLES = 20
 RECOVER_S = 2.0
 
 
-async def _until(pred, timeout: float) -> bool:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
-        if pred():
-            return True
-        await asyncio.sleep(0.005)
-    return pred()
 
 
 def _health(hall, device: str) -> tuple[bool, str | None]:

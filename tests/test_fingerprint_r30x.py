@@ -12,6 +12,7 @@ from drivers.sim.r30x import R30xSim
 from edge.config.devices_staff import FingerprintSensorConfig
 from tests.devices2_fixtures import *  # noqa: F403  (fixtures)
 from tests.devices2_fixtures import check_schema, journal
+from tests.waiting import until
 
 
 def cfg(**kw) -> FingerprintSensorConfig:
@@ -20,12 +21,6 @@ def cfg(**kw) -> FingerprintSensorConfig:
     return FingerprintSensorConfig(**{**base, **kw})
 
 
-async def until(cond, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        assert loop.time() < end, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def rig(rt, tmp_path, **kw) -> tuple[R30xSim, FingerprintDriver]:

@@ -28,6 +28,7 @@ from drivers.sim.harness import EXAMPLE, example_config, running_hall
 from drivers.sim.usb_printer import UsbPrinterSim
 from drivers.usb_transport import UsbAddress, UsbPort, parse_usb
 from edge.config import ConfigError, HallConfig, parse_config
+from tests.waiting import poll as _until
 
 USB_PORT = "usb://04b8:0202?serial=J8GF012345"
 DEVICE = "printer-kiosk-1"
@@ -42,14 +43,6 @@ def usb_config(port: str = USB_PORT) -> HallConfig:
     return example_config(printers=[p])
 
 
-async def _until(pred, timeout: float) -> bool:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
-        if pred():
-            return True
-        await asyncio.sleep(0.005)
-    return pred()
 
 
 def _health(hall, device: str = DEVICE) -> tuple[bool, str | None]:

@@ -14,14 +14,7 @@ from edge.domain.rating import FOUR_KEY, LEVEL_NAMES
 from edge.ratings import RatingService
 from tests.devices2_fixtures import *  # noqa: F403  (fixtures)
 from tests.devices2_fixtures import check_schema, journal, serve_ticket
-
-
-async def until(cond, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        assert loop.time() < end, "condition not reached in time"
-        await asyncio.sleep(0.01)
+from tests.waiting import until
 
 
 class Rig:

@@ -12,14 +12,7 @@ from edge.components import BUILDERS, RunContext
 from edge.config import ConfigError, parse_config
 from tests.devices2_fixtures import *  # noqa: F403  (fixtures)
 from tests.devices2_fixtures import EXAMPLE_CONFIG, ServedBox, journal
-
-
-async def until(cond, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        assert loop.time() < end, "condition not reached in time"
-        await asyncio.sleep(0.01)
+from tests.waiting import until
 
 
 def test_builder_is_registered():
