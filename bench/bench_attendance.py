@@ -44,7 +44,7 @@ def line(figure: str, value: float, unit: str, baseline: float) -> None:
 
 async def run(tmp: Path) -> None:
     cfg = load_config(ROOT / "config" / "hall.example.toml")
-    rt = HallRuntime(cfg, tmp / "data")
+    rt = HallRuntime.open(cfg, tmp / "data")
     term = AttendanceTerminalConfig(id="zk-bench", host="127.0.0.1", timeout_ms=5000)
     sim = ZkTerminalSim([zk.ZkUser(1, "1001", "王芳")])
     await sim.start()

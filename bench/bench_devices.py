@@ -166,7 +166,7 @@ async def bench_voice(tmp: Path) -> None:
         return
     scale = 0.05  # a 4 s clip plays in 0.2 s; arrivals are scaled the same way
     cfg = load_config(EXAMPLE)
-    rt = HallRuntime(cfg, tmp / "voice-rt", clock=FakeClock(MONDAY_0900))
+    rt = HallRuntime.open(cfg, tmp / "voice-rt", clock=FakeClock(MONDAY_0900))
     synth = Synth(tmp / "voice-cache", "cmn", 175, size=1000)
     # A zone of 30 windows: a window gets its next call only after a service, so calls for the
     # same window rarely meet in the queue (with few windows, newer calls would replace queued

@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -117,7 +118,8 @@ def raw_publish(port: int, items: list[tuple[str, bytes]], inflight: int = 100) 
 
 
 def payloads(rt: HallRuntime) -> list[tuple[str, bytes]]:
-    rows = rt.store.db.execute("SELECT type, envelope FROM journal ORDER BY seq").fetchall()
+    rows = sqlite3.connect(rt.store.path).execute(
+        "SELECT type, envelope FROM journal ORDER BY seq").fetchall()
     site, box = rt.config.hall.site, rt.config.hall.box
     return [(f"hallbox/v1/{site}/{box}/events/{t}", e.encode()) for t, e in rows]
 
@@ -130,7 +132,7 @@ def ev(i: int) -> DomainEvent:
 def bench_live(tmp: Path, port: int) -> None:
     n = int(5000 * SCALE)
     cfg = config("bench-live", port)
-    rt = HallRuntime(cfg, tmp / "live", ignore_hours=True)
+    rt = HallRuntime.open(cfg, tmp / "live", ignore_hours=True)
 
     async def main() -> float:
         link = Link(rt, cfg.mqtt)
@@ -169,7 +171,7 @@ def bench_live(tmp: Path, port: int) -> None:
 def bench_drain(tmp: Path, port: int) -> None:
     n = int(100_000 * SCALE)
     cfg = config("bench-drain", port)
-    rt = HallRuntime(cfg, tmp / "drain", ignore_hours=True)
+    rt = HallRuntime.open(cfg, tmp / "drain", ignore_hours=True)
     for b in range(0, n, 1000):
         rt.emit([ev(i) for i in range(b, min(n, b + 1000))])
     pending = rt.store.outbox_pending()

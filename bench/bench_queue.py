@@ -143,7 +143,7 @@ def bench_domain(cfg: HallConfig) -> tuple[Figure, Figure]:
 
 
 def bench_runtime(cfg: HallConfig, data: Path) -> tuple[Figure, Figure]:
-    rt = HallRuntime(cfg, data, ignore_hours=True)
+    rt = HallRuntime.open(cfg, data, ignore_hours=True)
     try:
         rt.tick()
         return _drive(cfg, rt.execute, lambda: None)

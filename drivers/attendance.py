@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import struct
-from typing import Any
 
 from drivers.base import DeviceHealthReporter, Endpoint, Link
 from drivers.protocols import zk
@@ -23,20 +22,9 @@ from edge.config.devices_staff import AttendanceTerminalConfig
 from edge.domain.model import DomainEvent
 from edge.events import rfc3339
 from edge.runtime import HallRuntime
+from edge.store import Store
 
 log = logging.getLogger(__name__)
-
-SEEN_TABLE = """
-CREATE TABLE IF NOT EXISTS attendance_seen (
-    terminal TEXT NOT NULL,
-    user_id  TEXT NOT NULL,
-    at       TEXT NOT NULL,
-    status   INTEGER NOT NULL,
-    punch    INTEGER NOT NULL,
-    PRIMARY KEY (terminal, user_id, at, status, punch)
-) WITHOUT ROWID;
-"""
-
 
 class ZkError(Exception):
     """The terminal answered, but not as the protocol says."""
@@ -65,7 +53,8 @@ class AttendanceDriver:
         self.synced = asyncio.Event()  # set after each completed pull (tests, start-up)
         self._replies: asyncio.Queue[zk.ZkPacket] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        rt.store.db.executescript(SEEN_TABLE)
+        # Punches recorded by this driver whose commit may still be in flight.
+        self._recorded: set[tuple[str, str, str, int, int]] = set()
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -170,7 +159,7 @@ class AttendanceDriver:
             punches, bad = zk.unpack_attlog(await self._read_block(zk.CMD_ATTLOG_RRQ))
             self.bad_records += bad
             new = self._record(punches, "stored")
-            self.rt.emit([DomainEvent("attendance.synced", {
+            await self.rt.record([DomainEvent("attendance.synced", {
                 "terminal": self.cfg.id, "stored": len(punches), "new": new,
                 "bad_records": bad, "users": len(users)})])
             self.health.ok(f"{len(users)} users, {len(punches)} stored punches",
@@ -214,16 +203,13 @@ class AttendanceDriver:
     # ---- recording -----------------------------------------------------------------------
     def _record(self, punches: list[zk.ZkPunch], source: str) -> int:
         hall = self.rt.hall
-        db = self.rt.store.db
         events: list[DomainEvent] = []
         keys: list[tuple[str, str, str, int, int]] = []
         batch: set[tuple[str, str, str, int, int]] = set()
         for p in punches:
             at = rfc3339(p.when.replace(tzinfo=hall.tz))  # the terminal's wall clock is local
             key = (self.cfg.id, p.user_id, at, p.status, p.punch)
-            if key in batch or db.execute(
-                    "SELECT 1 FROM attendance_seen WHERE terminal=? AND user_id=? AND at=?"
-                    " AND status=? AND punch=?", key).fetchone():
+            if key in batch or key in self._recorded or self.rt.store.punch_seen(key):
                 self.duplicates += 1
                 continue
             batch.add(key)
@@ -240,9 +226,7 @@ class AttendanceDriver:
         if not events:
             return 0
 
-        def remember(conn: Any) -> None:
-            conn.executemany("INSERT INTO attendance_seen VALUES (?,?,?,?,?)", keys)
-
-        self.rt.emit(events, extra=remember)
+        self.rt.post(events, writes=[Store.remember_punches(keys)])
+        self._recorded.update(keys)
         self.recorded += len(events)
         return len(events)

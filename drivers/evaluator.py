@@ -15,6 +15,7 @@ evaluator on it is reported offline (grade C: the window still serves).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -22,9 +23,9 @@ from drivers.base import DeviceHealthReporter, DeviceOffline, SharedBus
 from drivers.protocols import keypad
 from edge.config.devices_staff import EvaluatorConfig
 from edge.domain.errors import DomainError
-from edge.domain.rating import FOUR_KEY, Submission
+from edge.domain.rating import FOUR_KEY, Outcome, Submission
 from edge.ratings import RatingService
-from edge.runtime import HallRuntime
+from edge.runtime import Completion, HallRuntime
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +107,30 @@ class EvaluatorBusDriver:
                                               bytes([f.func, keypad.AckStatus.BAD_DATA])))
                 continue
             try:
-                out = self.ratings.submit(Submission(e.window, level, "keypad", e.id))
+                out, done = self.ratings.submit_nowait(Submission(e.window, level, "keypad",
+                                                                  e.id))
             except DomainError as err:
                 log.warning("%s: rating at window %s refused: %s", self.name, e.window,
                             err.detail)
-                out = None
-            status = keypad.AckStatus.OK if out and out.accepted else keypad.AckStatus.REFUSED
-            self._send(keypad.KeypadFrame(f.address, keypad.Func.ACK, bytes([f.func, status])))
-            if out and out.accepted:
-                self.accepted += 1
-                self._send(keypad.KeypadFrame(f.address, keypad.Func.RATE_DONE, bytes([key])))
-            else:
                 self.refused += 1
+                self._send(keypad.KeypadFrame(f.address, keypad.Func.ACK,
+                                              bytes([f.func, keypad.AckStatus.REFUSED])))
+                continue
+            # Acknowledged on the keypad only once the rating is on disk.
+            asyncio.get_running_loop().create_task(self._answer(f, key, out, done))
+
+    async def _answer(self, f: keypad.KeypadFrame, key: int, out: Outcome,
+                      done: Completion) -> None:
+        accepted = out.accepted
+        try:
+            await done.done()
+        except Exception:
+            log.exception("%s: a rating could not be recorded", self.name)
+            accepted = False
+        status = keypad.AckStatus.OK if accepted else keypad.AckStatus.REFUSED
+        self._send(keypad.KeypadFrame(f.address, keypad.Func.ACK, bytes([f.func, status])))
+        if accepted:
+            self.accepted += 1
+            self._send(keypad.KeypadFrame(f.address, keypad.Func.RATE_DONE, bytes([key])))
+        else:
+            self.refused += 1

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from typing import Any
 
 from drivers.base import DeviceHealthReporter, DeviceOffline, Link
@@ -25,27 +24,13 @@ from edge.config.devices_staff import FingerprintSensorConfig
 from edge.domain.model import DomainEvent
 from edge.events import rfc3339
 from edge.runtime import HallRuntime
+from edge.sensors import SensorFailure
+from edge.store import Store
 
 log = logging.getLogger(__name__)
 
-TEMPLATES_TABLE = """
-CREATE TABLE IF NOT EXISTS fingerprint_templates (
-    sensor      TEXT NOT NULL,
-    page        INTEGER NOT NULL,
-    staff       TEXT NOT NULL,
-    enrolled_at TEXT NOT NULL,
-    PRIMARY KEY (sensor, page)
-);
-"""
-# The running sensors by config id, for the API (spot checks, enrolment).
-SENSORS: weakref.WeakValueDictionary[str, FingerprintDriver] = weakref.WeakValueDictionary()
-
-
-class SensorError(Exception):
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code  # sensor-timeout | finger-timeout | sensor-offline | sensor-refused …
-        self.detail = detail
+class SensorError(SensorFailure):
+    """code: sensor-timeout | finger-timeout | sensor-offline | sensor-refused …"""
 
 
 class FingerprintDriver:
@@ -70,8 +55,8 @@ class FingerprintDriver:
         self._lock = asyncio.Lock()
         self._probe: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()  # the module answered its handshake
-        rt.store.db.executescript(TEMPLATES_TABLE)
-        SENSORS[cfg.id] = self
+        self.id = cfg.id
+        self.window = cfg.window
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -174,9 +159,7 @@ class FingerprintDriver:
 
     # ---- operations ----------------------------------------------------------------------
     def pages(self) -> dict[int, str]:
-        rows = self.rt.store.db.execute(
-            "SELECT page, staff FROM fingerprint_templates WHERE sensor=?", (self.cfg.id,))
-        return {int(p): s for p, s in rows}
+        return self.rt.store.fingerprint_pages(self.cfg.id)
 
     async def enrol(self, staff: str) -> int:
         """Two images of one finger → a template stored at the next free page."""
@@ -196,13 +179,9 @@ class FingerprintDriver:
             await self._ok(Instr.STORE, r30x.store(1, page))
             now = rfc3339(self.rt.hall.local())
 
-            def remember(db: Any) -> None:
-                db.execute("INSERT OR REPLACE INTO fingerprint_templates VALUES (?,?,?,?)",
-                           (self.cfg.id, page, staff, now))
-
-            self.rt.emit([DomainEvent("fingerprint.enrolled", {
+            await self.rt.record([DomainEvent("fingerprint.enrolled", {
                 "sensor": self.cfg.id, "window": self.cfg.window, "staff": staff,
-                "page": page})], extra=remember)
+                "page": page})], writes=[Store.remember_template(self.cfg.id, page, staff, now)])
             return page
 
     async def identify(self, purpose: str = "spot_check") -> dict[str, Any]:
@@ -221,5 +200,5 @@ class FingerprintDriver:
             data = {"sensor": self.cfg.id, "window": self.cfg.window,
                     "matched": staff is not None, "staff": staff, "page": page,
                     "score": score, "purpose": purpose}
-            self.rt.emit([DomainEvent("fingerprint.identified", data)])
+            await self.rt.record([DomainEvent("fingerprint.identified", data)])
             return data

@@ -1,6 +1,7 @@
-"""The builder `hallbox run` calls for the hall devices of [devices]: printers, RS-485 buses
-with their boards and keypads, and voice. With --sim it starts a simulator for each device
-first and points the driver at it (a pty symlink under {data}/dev/ or a loopback port).
+"""The device plugin for the hall devices of [devices]: printers, RS-485 buses with their boards
+and keypads, and voice (entry point `hallbox.devices: hall`). With --sim it starts a simulator
+for each device first and points the driver at it (a pty symlink under {data}/dev/ or a loopback
+port).
 """
 
 from __future__ import annotations
@@ -19,11 +20,7 @@ from drivers.usb_transport import parse_usb
 from drivers.voice import AplaySpeaker, VoiceDriver, WavSink
 
 if TYPE_CHECKING:
-    from edge.components import Component, RunContext
-
-
-# The simulators of each running box by data directory, for the demo and tests to drive.
-SIMS: dict[str, list[Any]] = {}
+    from edge.assembly import BoxContext
 
 
 class _Sims:
@@ -46,7 +43,7 @@ class _Sims:
             await s.stop()
 
 
-def build(ctx: RunContext) -> list[Component]:
+def build(ctx: BoxContext) -> list[Any]:
     dev = ctx.runtime.config.devices
     if dev is None or not ctx.devices:
         return []
@@ -72,7 +69,7 @@ def build(ctx: RunContext) -> list[Component]:
                 sims.append(KeypadBusSim(dev_dir, b.id, pads))
         sim_group = _Sims(sims)
         comps.append(sim_group)
-        SIMS[str(ctx.data_dir)] = sims
+        ctx.sims.extend(sims)
     printers = []
     for p in dev.printers:
         sim = next((s for s in sims if getattr(s, "device_id", None) == p.id), None)
@@ -85,7 +82,9 @@ def build(ctx: RunContext) -> list[Component]:
         buses[b.id] = SharedBus(b.id, sim.endpoint if sim else b.port, b.baudrate)
     if printers:
         comps += printers
-        comps.append(PrintDeskImpl(rt, printers))
+        desk = PrintDeskImpl(rt, printers)
+        ctx.services.print_desk = desk
+        comps.append(desk)
     if dev.boards:
         comps.append(BoardDriver(rt, dev.boards, buses))
     if dev.keypads:

@@ -1,6 +1,6 @@
 """Caller keypads (呼叫器): staff run their window from the keypad alone.
 
-Keys become queue operations on the loop thread (`rt.execute`), exactly like the staff page's
+Keys become queue operations on the loop thread (`rt.submit`), exactly like the staff page's
 buttons; every key frame is acknowledged (ok / refused), and the keypad's display shows the
 window's waiting count and current number after each change. A refused key (nothing waiting,
 window paused ...) changes nothing and says so on the display. Login is ``staff_id:PIN`` typed
@@ -25,7 +25,7 @@ from edge.config.devices_hall import KeypadConfig
 from edge.domain.errors import DomainError
 from edge.domain.model import DomainEvent, TicketState
 from edge.domain.queue import Hall
-from edge.runtime import HallRuntime
+from edge.runtime import Completion, HallRuntime
 
 log = logging.getLogger(__name__)
 _ph = PasswordHasher()
@@ -156,12 +156,23 @@ class KeypadDriver:
                 return t is not None, ev
             op = call
         try:
-            result = self.rt.execute(op)
+            # Applied now, in key order; acknowledged on the pad once it is on disk.
+            result, done = self.rt.submit(op)
         except DomainError as e:
             self._refuse(k, f, e.code)
             return
         except Exception:
             log.exception("%s: key %#04x failed", k.id, f.func)
+            self._refuse(k, f, "error")
+            return
+        asyncio.get_running_loop().create_task(self._answer(k, f, result, done))
+
+    async def _answer(self, k: KeypadConfig, f: kp.KeypadFrame, result: Any,
+                      done: Completion) -> None:
+        try:
+            await done.done()
+        except Exception:
+            log.exception("%s: key %#04x could not be recorded", k.id, f.func)
             self._refuse(k, f, "error")
             return
         if result is False:
@@ -193,7 +204,7 @@ class KeypadDriver:
             self._refuse(k, f, "bad-login")
             return
         try:
-            self.rt.execute(lambda h: (None, h.login(staff_id, k.window)))
+            await self.rt.run(lambda h: (None, h.login(staff_id, k.window)))
         except DomainError as e:
             self._refuse(k, f, e.code)
             return

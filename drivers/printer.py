@@ -25,7 +25,6 @@ from drivers.protocols.escpos import (
     status_request,
     ticket_bytes,
 )
-from edge import printing
 from edge.config.devices_hall import PrinterConfig
 from edge.runtime import HallRuntime
 
@@ -205,18 +204,24 @@ class PrintDeskImpl:
     def __init__(self, rt: HallRuntime, printers: list[TicketPrinter]) -> None:
         self.rt = rt
         self.printers = printers
-        self.kiosk: str | None = None
+        # ticket id -> the kiosk that asked for it, noted while the ticket is issued and used
+        # when its committed event arrives (after the group commit).
+        self._kiosk_of: dict[str, str | None] = {}
         self._by_kiosk = {p.cfg.kiosk: p for p in printers}
         self._unsub: Any = None
 
     async def start(self) -> None:
         self._unsub = self.rt.bus.subscribe(self.name, self._on_event)
-        printing.register(self.rt, self)
 
     async def stop(self) -> None:
         if self._unsub:
             self._unsub()
-        printing.unregister(self.rt)
+
+    def expect(self, ticket_id: str, kiosk: str | None) -> None:
+        """The API names the kiosk while the ticket is issued, before its event is published."""
+        if len(self._kiosk_of) > 10_000:  # tickets never published (a failed commit)
+            self._kiosk_of.clear()
+        self._kiosk_of[ticket_id] = kiosk
 
     def printer_for(self, kiosk: str | None) -> TicketPrinter | None:
         return self._by_kiosk.get(kiosk) or self._by_kiosk.get(None) or \
@@ -228,7 +233,7 @@ class PrintDeskImpl:
         d = env["data"]
         if d.get("source") not in PRINTED_SOURCES or d.get("transferred_from"):
             return
-        p = self.printer_for(self.kiosk)
+        p = self.printer_for(self._kiosk_of.pop(d["ticket"], None))
         if p is not None:
             p.submit(env)
 

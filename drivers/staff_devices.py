@@ -1,6 +1,6 @@
-"""`hallbox run` wiring for issue 4: the rating sweeper, evaluator buses, attendance terminals
-and fingerprint sensors, and with --sim their simulators (started first, drivers pointed at
-them, listed in {data}/sim.json).
+"""The device plugin for the staff's devices (entry point `hallbox.devices: staff`): evaluator
+buses, attendance terminals and fingerprint sensors, and with --sim their simulators (started
+first, drivers pointed at them, listed in {data}/sim.json).
 
 In the simulated hall a staff login at a window is also a punch at the simulated attendance
 terminal (check-in; logout is check-out), so the demo shows attendance events flowing.
@@ -20,10 +20,9 @@ from drivers.protocols import zk
 from drivers.sim.evaluator_keys import EvaluatorKeysSim
 from drivers.sim.r30x import R30xSim
 from drivers.sim.zk_terminal import ZkTerminalSim
-from edge.ratings import RatingService, RatingSweeper
 
 if TYPE_CHECKING:
-    from edge.components import Component, RunContext
+    from edge.assembly import BoxContext
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +41,10 @@ class _Sim:
         await self.sim.stop()
 
 
-def build(ctx: RunContext) -> list[Component]:
+def build(ctx: BoxContext) -> list[Any]:
     rt = ctx.runtime
     out: list[Any] = []
-    svc = RatingService.of(rt)
-    if svc is not None:
-        out.append(RatingSweeper(svc))
+    svc = ctx.services.ratings
     dev = rt.config.devices
     if dev is None or not ctx.devices:
         return out
@@ -66,6 +63,7 @@ def build(ctx: RunContext) -> list[Component]:
         if ctx.sim:
             sim = EvaluatorKeysSim(sim_dir / bus_id, [e.address for e in evals])
             out.append(_Sim(f"sim-{bus_id}", sim))
+            ctx.sims.append(sim)
             port = sim.endpoint
             for e in evals:
                 ctx.sim_devices.append({"class": "evaluator", "id": e.id, "endpoint": port,
@@ -91,6 +89,7 @@ def build(ctx: RunContext) -> list[Component]:
                      for i, s in enumerate(rt.config.staff)]
             zsim = ZkTerminalSim(users, encoding=a.encoding)
             out.append(_Sim(f"sim-{a.id}", zsim))
+            ctx.sims.append(zsim)
             _punch_on_login(rt, zsim, by_staff)
             endpoint = _LateEndpoint(zsim)
         out.append(_Attendance(rt, a, endpoint, ctx))
@@ -101,9 +100,12 @@ def build(ctx: RunContext) -> list[Component]:
         if ctx.sim:
             rsim = R30xSim(sim_dir / f.id, address=f.address, capacity=f.capacity)
             out.append(_Sim(f"sim-{f.id}", rsim))
+            ctx.sims.append(rsim)
             port = rsim.endpoint
             ctx.sim_devices.append({"class": "fingerprint", "id": f.id, "endpoint": port})
-        out.append(FingerprintDriver(rt, f, endpoint=port))
+        drv = FingerprintDriver(rt, f, endpoint=port)
+        ctx.services.sensors[f.id] = drv
+        out.append(drv)
     return out
 
 
@@ -117,7 +119,7 @@ class _LateEndpoint:
 class _Attendance:
     """Builds the attendance driver at start, when a simulated terminal has its port."""
 
-    def __init__(self, rt: Any, cfg: Any, late: _LateEndpoint | None, ctx: RunContext) -> None:
+    def __init__(self, rt: Any, cfg: Any, late: _LateEndpoint | None, ctx: BoxContext) -> None:
         self.rt, self.cfg, self.late, self.ctx = rt, cfg, late, ctx
         self.name = f"attendance-{cfg.id}"
         self.driver: AttendanceDriver | None = None

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import getpass
-import json
 import logging
 import os
 import signal
@@ -62,44 +60,23 @@ def cmd_hash_pin(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace, cfg: HallConfig, data: Path) -> None:
     import uvicorn
 
-    from edge.api.app import create_app
-    from edge.components import BUILDERS, RunContext
-    from edge.runtime import HallRuntime
+    from edge.assembly import build_box, installed_plugins
 
-    rt = HallRuntime(cfg, data, ignore_hours=args.ignore_hours)
-    rt.tick()
-    app = create_app(rt)
+    box = build_box(cfg, data, plugins=[] if args.no_devices else installed_plugins(),
+                    sim=args.sim, devices=not args.no_devices, ignore_hours=args.ignore_hours)
     host = args.host or cfg.api.host
     port = args.port or cfg.api.port
-    ctx = RunContext(rt, data, args.sim, devices=not args.no_devices)
-    components = []
-    for build in BUILDERS:
-        try:
-            components += build(ctx)
-        except Exception:
-            # A feature whose setup fails (a bad device path, a missing library) is left out;
-            # the queue and the other features run on.
-            log.exception("%s could not be set up; the hall runs without it", build.__module__)
-    started = []
-    for comp in components:
-        try:
-            await comp.start()
-            started.append(comp)
-        except Exception:
-            log.exception("%s failed to start; the hall runs without it", comp.name)
-    if args.sim:
-        (data / "sim.json").write_text(json.dumps({"devices": ctx.sim_devices}, indent=2,
-                                                  ensure_ascii=False))
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+    server = uvicorn.Server(uvicorn.Config(box.app, host=host, port=port, log_level="warning",
                                            lifespan="off"))
 
-    async def housekeeping() -> None:
+    async def watchdog() -> None:
         interval = systemd.watchdog_interval() or 30.0
         while True:
             await asyncio.sleep(min(interval, 30.0))
-            with contextlib.suppress(Exception):
-                rt.tick()
-            systemd.notify("WATCHDOG=1")
+            # Pinged only while the writer thread and the components live: a hung writer or
+            # loop stops the pings and systemd restarts the box.
+            if box.alive():
+                systemd.notify("WATCHDOG=1")
 
     async def announce() -> None:
         while not server.started:
@@ -108,18 +85,15 @@ async def _serve(args: argparse.Namespace, cfg: HallConfig, data: Path) -> None:
                  host, port, data)
         systemd.notify("READY=1")
 
-    tasks = [asyncio.create_task(housekeeping()), asyncio.create_task(announce())]
+    await box.start()
+    tasks = [asyncio.create_task(watchdog()), asyncio.create_task(announce())]
     try:
         await server.serve()
     finally:
         for t in tasks:
             t.cancel()
-        for comp in reversed(started):
-            try:
-                await comp.stop()
-            except Exception:
-                log.exception("%s failed to stop cleanly", comp.name)
-        rt.close()
+        await box.stop()
+        box.close()
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -51,7 +51,8 @@ class HealthRegistry:
                 log.warning("%s %s (grade %s): %s", health.device,
                             "offline" if not health.online else "degraded", health.grade,
                             health.detail)
-        self._rt.emit([DomainEvent("device.health", self.as_data(health))])
+        # Queued, not waited for: a device's I/O never waits on the disk.
+        self._rt.post([DomainEvent("device.health", self.as_data(health))])
         return True
 
     @staticmethod

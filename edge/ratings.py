@@ -13,17 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from edge.config import RatingSection
 from edge.domain.errors import DomainError
 from edge.domain.rating import Outcome, RatingDesk, RatingRequest, Submission
-from edge.runtime import HallRuntime
+from edge.runtime import Completion, HallRuntime
 
 log = logging.getLogger(__name__)
 RATING_TYPES = ["rating.requested", "rating.submitted", "rating.rejected", "rating.missing"]
-_services: weakref.WeakKeyDictionary[HallRuntime, RatingService] = weakref.WeakKeyDictionary()
+T = TypeVar("T")
 
 
 class RatingService:
@@ -32,28 +32,17 @@ class RatingService:
         self.cfg = cfg
         self.desk = RatingDesk(rt.clock, cfg.window_seconds, cfg.reason_required)
         self._restore()
+        rt.reload_listeners.append(self._restore)  # a failed commit: back to what is on disk
         if cfg.auto_request:
             rt.bus.subscribe("ratings-auto-request", self._on_event)
 
-    @classmethod
-    def of(cls, rt: HallRuntime) -> RatingService | None:
-        """The runtime's one rating service; None when the config has no [rating] section."""
-        if rt.config.rating is None:
-            return None
-        svc = _services.get(rt)
-        if svc is None:
-            svc = _services[rt] = cls(rt, rt.config.rating)
-        return svc
-
     def _restore(self) -> None:
-        row = self.rt.store.db.execute(
-            "SELECT max(seq) FROM journal WHERE type='day.opened'").fetchone()
-        after = max(0, (row[0] or 1) - 1)
-        self.desk.restore(self.rt.hall, self.rt.store.events_after(after, 10**9, RATING_TYPES))
+        self.desk = RatingDesk(self.rt.clock, self.cfg.window_seconds, self.cfg.reason_required)
+        self.desk.restore(self.rt.hall, self.rt.store.events_since_day_opened(RATING_TYPES))
 
-    def _guard(self, fn: Any) -> Any:
+    async def _guard(self, run: Awaitable[T]) -> T:
         try:
-            return fn()
+            return await run
         except DomainError:
             raise
         except Exception:
@@ -62,16 +51,20 @@ class RatingService:
             raise
 
     # ---- operations (loop thread only) ---------------------------------------------------
-    def request(self, window: int, ticket: str | None = None,
-                staff: str | None = None) -> RatingRequest:
-        return self._guard(lambda: self.rt.execute(
+    async def request(self, window: int, ticket: str | None = None,
+                      staff: str | None = None) -> RatingRequest:
+        return await self._guard(self.rt.run(
             lambda h: self.desk.request(h, window, ticket, staff)))
 
-    def submit(self, sub: Submission) -> Outcome:
-        return self._guard(lambda: self.rt.execute(lambda h: self.desk.submit(h, sub)))
+    async def submit(self, sub: Submission) -> Outcome:
+        return await self._guard(self.rt.run(lambda h: self.desk.submit(h, sub)))
 
-    def sweep(self) -> None:
-        self._guard(lambda: self.rt.execute(lambda h: (None, self.desk.sweep(h))))
+    def submit_nowait(self, sub: Submission) -> tuple[Outcome, Completion]:
+        """Apply now (in key order), durable later: for devices that answer after the commit."""
+        return self.rt.submit(lambda h: self.desk.submit(h, sub))
+
+    async def sweep(self) -> None:
+        await self._guard(self.rt.run(lambda h: (None, self.desk.sweep(h))))
 
     def pending_for(self, window: int) -> RatingRequest | None:
         return self.desk.pending.get(window)
@@ -88,13 +81,13 @@ class RatingService:
         # After the commit that is being published, not inside its fan-out, so every
         # subscriber sees ticket.finished before rating.requested.
         if loop is not None:
-            loop.call_soon(self._auto_request, *args)
+            loop.create_task(self._auto_request(*args))
         else:
-            self._auto_request(*args)
+            asyncio.run(self._auto_request(*args))
 
-    def _auto_request(self, window: int, ticket: str, staff: str) -> None:
+    async def _auto_request(self, window: int, ticket: str, staff: str) -> None:
         try:
-            self.request(window, ticket, staff)
+            await self.request(window, ticket, staff)
         except DomainError as e:
             log.info("no rating request for %s at window %s: %s", ticket, window, e.detail)
 
@@ -116,7 +109,7 @@ class RatingSweeper:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                self.svc.sweep()
+                await self.svc.sweep()
             except Exception:
                 log.exception("rating sweep failed; retrying")
 

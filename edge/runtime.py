@@ -1,13 +1,26 @@
-"""The hall runtime: runs a domain operation, persists it with its events, then notifies.
+"""The hall runtime: runs a domain operation, queues it with its events for the store's writer,
+and publishes the sealed events once they are on disk.
 
-Everything runs on the asyncio loop's thread, so operations are serialised without locks.
+Operations apply to the in-memory hall one at a time, in order, under one lock (normally all
+from the loop thread, so the lock is never contended). Their commits are grouped by the store's
+writer thread; a caller learns the result of its operation at once but is told it is durable
+(and subscribers see its events) only after its group's fsync:
+
+- `await rt.run(op)`: the API, drivers and commands; the loop never waits on disk.
+- `rt.execute(op)`: the same from synchronous code (tests, tools); blocks until durable.
+- `rt.post(events)` / `await rt.record(events)` / `rt.emit(events)`: events from outside the
+  queue (devices, the link) on the same path: without waiting / awaited / blocking.
+
+Subscribers run on the loop the box was attached to (`attach`), in commit order, never inside a
+transaction. When a group fails to commit, memory is reloaded from disk (it ran ahead of it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
-from pathlib import Path
+import threading
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from edge.bus import EventBus
@@ -17,25 +30,82 @@ from edge.domain.errors import DomainError
 from edge.domain.model import DomainEvent
 from edge.domain.queue import Hall
 from edge.health import HealthRegistry
-from edge.store import Store
+from edge.store import Job, StateRows, Store, Write
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Op = Callable[[Hall], tuple[T, list[DomainEvent]]]
+Envelope = dict[str, Any]
+
+
+class Completion:
+    """One queued commit: durable when `sealed` is set (or failed with `error`)."""
+
+    __slots__ = ("_future", "_loop", "durable", "error", "published", "sealed")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self._loop = loop
+        self._future: asyncio.Future[list[Envelope]] | None = None
+        if loop is not None:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                self._future = loop.create_future()
+        self.durable = threading.Event()
+        self.sealed: list[Envelope] | None = None
+        self.error: BaseException | None = None
+        self.published = False
+
+    def wait(self, timeout: float = 60.0) -> list[Envelope]:
+        if not self.durable.wait(timeout):
+            raise TimeoutError("the store did not commit in time")
+        if self.error is not None:
+            raise self.error
+        assert self.sealed is not None
+        return self.sealed
+
+    async def done(self) -> list[Envelope]:
+        if self._future is None:
+            return await asyncio.to_thread(self.wait)
+        return await self._future
 
 
 class HallRuntime:
-    def __init__(self, config: HallConfig, data_dir: str | Path, *, clock: Clock | None = None,
+    def __init__(self, config: HallConfig, store: Store, *, clock: Clock | None = None,
                  ignore_hours: bool = False) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.data_dir = Path(data_dir)
-        self.store = Store(self.data_dir / "hallbox.db", site=config.hall.site,
-                           box=config.hall.box)
+        self.store = store
         self.bus = EventBus()
         self.ignore_hours = ignore_hours
+        self._lock = threading.RLock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        # Called after memory was reloaded from disk (a failed commit): services that keep
+        # their own state beside the hall's (the rating desk) reload theirs.
+        self.reload_listeners: list[Callable[[], None]] = []
         self.hall = self._load()
         self.health = HealthRegistry(self)
+        store.on_failure = self._on_store_failure
+
+    @classmethod
+    def open(cls, config: HallConfig, data_dir: Any, *, clock: Clock | None = None,
+             ignore_hours: bool = False) -> HallRuntime:
+        """A runtime on its own store at {data_dir}/hallbox.db (tests and tools)."""
+        from pathlib import Path
+
+        store = Store(Path(data_dir) / "hallbox.db", site=config.hall.site,
+                      box=config.hall.box)
+        return cls(config, store, clock=clock, ignore_hours=ignore_hours)
+
+    @property
+    def data_dir(self) -> Any:
+        return self.store.path.parent
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Publish on this loop from now on (the serving box's loop)."""
+        self.loop = loop
 
     def _load(self) -> Hall:
         hall = Hall(self.config, self.clock, ignore_hours=self.ignore_hours)
@@ -47,76 +117,142 @@ class HallRuntime:
     def close(self) -> None:
         self.store.close()
 
-    def emit(self, events: list[DomainEvent], extra: Any = None) -> list[dict[str, Any]]:
-        """Persist events that come from outside the queue (devices, link) on the same path."""
-        return self._persist(events, extra)
+    # ---- operations ----------------------------------------------------------------------
+    def submit(self, op: Op[T], *, writes: Iterable[Write] = ()) -> tuple[T, Completion]:
+        """Apply an operation now and queue its commit; refusals raise and change nothing."""
+        with self._lock:
+            pre = self.hall.open_day_if_needed()
+            try:
+                result, events = op(self.hall)
+            except DomainError:
+                # Refusals change nothing, but a day opened just before must still be recorded.
+                if pre:
+                    self._queue(pre, self._day_writes(pre))
+                self.hall.dirty.clear()
+                raise
+            except Exception:
+                # A bug midway through an operation may have changed memory without its event:
+                # go back to what is on disk rather than commit half an operation later.
+                log.exception("operation failed unexpectedly; reloading hall state from the store")
+                self._reload()
+                raise
+            return result, self._queue(pre + events, [*self._day_writes(pre), *writes])
 
-    def execute(self, op: Op[T], *, extra: Any = None) -> T:
-        pre = self.hall.open_day_if_needed()
-        try:
-            result, events = op(self.hall)
-        except DomainError:
-            # Refusals change nothing, but a day opened just before must still be recorded.
-            if pre:
-                self._persist(pre, self._day_extra(pre))
-            self.hall.dirty.clear()
-            raise
-        except Exception:
-            # A bug midway through an operation may have changed memory without its event:
-            # go back to what is on disk rather than commit half an operation later.
-            log.exception("operation failed unexpectedly; reloading hall state from the store")
-            self.hall = self._load()
-            raise
-        self._persist(pre + events, _chain(self._day_extra(pre), extra))
+    async def run(self, op: Op[T], *, writes: Iterable[Write] = ()) -> T:
+        result, done = self.submit(op, writes=writes)
+        await done.done()
         return result
 
+    def execute(self, op: Op[T], *, writes: Iterable[Write] = ()) -> T:
+        result, done = self.submit(op, writes=writes)
+        self._wait_and_publish(done)
+        return result
+
+    def post(self, events: list[DomainEvent], *, writes: Iterable[Write] = ()) -> Completion:
+        """Queue events from outside the queue (devices, link); durable later."""
+        with self._lock:
+            done = self._queue(events, list(writes), force=True)
+        return self._settle(done)
+
+    def _settle(self, done: Completion) -> Completion:
+        if done._loop is None:
+            # Synchronous code with no loop to publish on: finish here, in order.
+            self._wait_and_publish(done)
+        return done
+
+    async def record(self, events: list[DomainEvent], *,
+                     writes: Iterable[Write] = ()) -> list[Envelope]:
+        return await self.post(events, writes=writes).done()
+
+    def emit(self, events: list[DomainEvent], *, writes: Iterable[Write] = ()) -> list[Envelope]:
+        done = self.post(events, writes=writes)
+        return self._wait_and_publish(done)
+
+    def tick(self) -> Completion | None:
+        """Periodic: opens the new business day even when nobody takes a ticket."""
+        with self._lock:
+            pre = self.hall.open_day_if_needed()
+            if not pre:
+                return None
+            done = self._queue(pre, self._day_writes(pre))
+        return self._settle(done)
+
     @staticmethod
-    def _day_extra(pre: list[DomainEvent]) -> Any:
+    def _day_writes(pre: list[DomainEvent]) -> list[Write]:
         """A new business day ends every staff session, in the same transaction."""
         if not any(e.type == "day.opened" for e in pre):
-            return None
-        return lambda db: db.execute("DELETE FROM sessions")
+            return []
+        return [Store.end_all_sessions()]
 
-    def tick(self) -> None:
-        """Periodic: opens the new business day even when nobody takes a ticket."""
-        pre = self.hall.open_day_if_needed()
-        if pre:
-            self._persist(pre, self._day_extra(pre))
-
-    def _persist(self, events: list[DomainEvent], extra: Any = None) -> list[dict[str, Any]]:
+    # ---- the commit path -----------------------------------------------------------------
+    def _queue(self, events: list[DomainEvent], writes: list[Write],
+               force: bool = False) -> Completion:
         h = self.hall
         d = h.dirty
-        if not events and not d.tickets and not d.windows and not d.appointments \
-                and extra is None:
-            return []
-        try:
-            sealed = self.store.commit(
-                events, now=h.local(),
-                tickets=list(d.tickets.values()),
-                windows=[h.windows[n] for n in d.windows],
-                appointments=[h.appointments[c] for c in d.appointments],
-                meta={"day": h.day} if h.day else None,
-                extra=extra,
-            )
-        except Exception:
-            # The database refused: memory must not run ahead of what is on disk.
-            log.exception("commit failed; reloading hall state from the store")
-            self.hall = self._load()
-            raise
-        finally:
-            d.clear()
-        self.bus.publish(sealed)
+        state = StateRows.of(d.tickets.values(), (h.windows[n] for n in d.windows),
+                             (h.appointments[c] for c in d.appointments),
+                             {"day": h.day} if h.day and (events or d.tickets) else None)
+        d.clear()
+        loop = self.loop
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+        done = Completion(loop)
+        if not events and not state and not writes and not force:
+            done.sealed = []
+            done.durable.set()
+            if done._future is not None:
+                done._future.set_result([])
+            done.published = True
+            return done
+
+        def finished(sealed: list[Envelope] | None, exc: BaseException | None) -> None:
+            # The writer thread: record the outcome, then hand publishing to the loop.
+            done.sealed, done.error = sealed, exc
+            done.durable.set()
+            if loop is not None and not loop.is_closed():
+                try:
+                    loop.call_soon_threadsafe(self._deliver, done)
+                except RuntimeError:
+                    pass  # the loop closed meanwhile: nobody left to tell
+
+        self.store.submit(Job(events, h.local(), state, writes, finished))
+        return done
+
+    def _deliver(self, done: Completion) -> None:
+        # The caller's wake-up is scheduled first, then subscribers run (synchronously, now):
+        # they still see the event before the caller continues, and tasks they start run
+        # after it, as when commits were synchronous.
+        fut = done._future
+        if fut is not None and not fut.done():
+            if done.error is not None:
+                fut.set_exception(done.error)
+            else:
+                fut.set_result(done.sealed or [])
+        if done.error is None and not done.published:
+            done.published = True
+            self.bus.publish(done.sealed or [])
+
+    def _wait_and_publish(self, done: Completion) -> list[Envelope]:
+        sealed = done.wait()
+        if done._loop is None and not done.published:
+            # No loop to publish on: the waiting caller does it, in its own order.
+            done.published = True
+            self.bus.publish(sealed)
         return sealed
 
+    def _on_store_failure(self, exc: BaseException) -> None:
+        # The writer thread: memory ran ahead of a group that is not on disk.
+        log.error("commit failed (%s); reloading hall state from the store", exc)
+        with self._lock:
+            self._reload()
 
-def _chain(*fns: Any) -> Any:
-    """Run several in-transaction side writes as one."""
-    todo = [f for f in fns if f is not None]
-    if not todo:
-        return None
-
-    def run(db: Any) -> None:
-        for f in todo:
-            f(db)
-
-    return run
+    def _reload(self) -> None:
+        self.hall = self._load()
+        for listener in list(self.reload_listeners):
+            try:
+                listener()
+            except Exception:
+                log.exception("reloading %s failed", listener)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge.events import ENVELOPE_FIELDS, GENESIS_HASH, event_hash
+from edge.store import JournalFile
 
 
 @dataclass(frozen=True)
@@ -24,18 +26,17 @@ def verify_db(path: str | Path) -> VerifyResult:
     p = Path(path)
     if not p.is_file():
         return VerifyResult(False, 0, 0, GENESIS_HASH, 0, f"no database at {p}")
-    db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+    db = JournalFile(p)
     try:
-        rows = db.execute(
-            "SELECT seq, id, ts, type, prev_hash, hash, envelope FROM journal ORDER BY seq")
-        return _walk(rows, db)
+        return _walk(db.journal_rows(), db)
     except sqlite3.DatabaseError as e:
         return VerifyResult(False, 0, 0, GENESIS_HASH, 0, f"unreadable database: {e}")
     finally:
         db.close()
 
 
-def _walk(rows: sqlite3.Cursor, db: sqlite3.Connection) -> VerifyResult:
+def _walk(rows: Iterable[tuple[int, str, str, str, str, str, str]],
+          db: JournalFile) -> VerifyResult:
     expected, prev, n = 1, GENESIS_HASH, 0
 
     def broken(seq: int, why: str) -> VerifyResult:
@@ -64,9 +65,9 @@ def _walk(rows: sqlite3.Cursor, db: sqlite3.Connection) -> VerifyResult:
         prev, expected, n = env["hash"], expected + 1, n + 1
     # The outbox refers to journal rows: a queued event whose journal row is gone was removed
     # from the tail, which the chain alone cannot show.
-    missing = db.execute("SELECT min(seq) FROM outbox WHERE seq >= ?", (expected,)).fetchone()
-    if missing and missing[0] is not None:
-        return VerifyResult(False, n, expected - 1, prev, missing[0],
-                            f"outbox holds seq {missing[0]} but the journal ends at "
+    missing = db.outbox_seq_from(expected)
+    if missing is not None:
+        return VerifyResult(False, n, expected - 1, prev, missing,
+                            f"outbox holds seq {missing} but the journal ends at "
                             f"{expected - 1} (events removed from the tail)")
     return VerifyResult(True, n, expected - 1, prev)

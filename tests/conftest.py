@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -40,7 +41,13 @@ def hall(hall_config: HallConfig, clock: FakeClock) -> Hall:
 
 @pytest.fixture
 def runtime(hall_config: HallConfig, clock: FakeClock, tmp_path: Path) -> Iterator[HallRuntime]:
-    rt = HallRuntime(hall_config, tmp_path / "data", clock=clock)
+    rt = HallRuntime.open(hall_config, tmp_path / "data", clock=clock)
     rt.tick()
     yield rt
     rt.close()
+
+
+def db_of(rt: HallRuntime) -> sqlite3.Connection:
+    """A connection of the test's own to the box's database file, for inspecting (and, in
+    tamper tests, damaging) it the way an outside tool would."""
+    return sqlite3.connect(rt.store.path, isolation_level=None)

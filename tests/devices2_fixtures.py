@@ -5,6 +5,7 @@ Kept out of conftest.py so parallel branches do not collide; test modules import
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -12,13 +13,16 @@ from typing import Any
 import jsonschema
 import pytest
 
+from edge.assembly import HallServices
 from edge.clock import FakeClock
 from edge.config import HallConfig
+from edge.domain.rating import Outcome, RatingRequest, Submission
+from edge.ratings import RatingService
 from edge.runtime import HallRuntime
 from tests.conftest import EXAMPLE_CONFIG, MONDAY_0900, ROOT, SHANGHAI
 
 # Star-imported by the test modules: only the fixtures (helpers are imported by name).
-__all__ = ["d2_clock", "d2_config", "d2_runtime"]
+__all__ = ["d2_clock", "d2_config", "d2_runtime", "d2_services"]
 _REEXPORTED = (EXAMPLE_CONFIG, MONDAY_0900, SHANGHAI)  # other test modules import these here
 
 SCHEMAS = ROOT / "edge" / "schemas" / "events"
@@ -40,7 +44,42 @@ def d2_runtime(runtime: HallRuntime) -> Iterator[HallRuntime]:
     yield runtime
 
 
+@pytest.fixture
+def d2_services(d2_runtime: HallRuntime) -> HallServices:
+    """The hall services as the assembly builds them (the rating service, created before the
+    first ticket is finished, as in `hallbox run`)."""
+    assert d2_runtime.config.rating is not None
+    return HallServices(ratings=RatingService(d2_runtime, d2_runtime.config.rating))
+
+
+class SyncRatings:
+    """The rating service driven from synchronous test code."""
+
+    def __init__(self, svc: RatingService) -> None:
+        self.svc = svc
+        self.desk = svc.desk
+
+    def submit(self, sub: Submission) -> Outcome:
+        return asyncio.run(self.svc.submit(sub))
+
+    def request(self, window: int, ticket: str | None = None,
+                staff: str | None = None) -> RatingRequest:
+        return asyncio.run(self.svc.request(window, ticket, staff))
+
+    def sweep(self) -> None:
+        asyncio.run(self.svc.sweep())
+
+    def pending_for(self, window: int) -> RatingRequest | None:
+        return self.svc.pending_for(window)
+
+
+def sync_ratings(rt: HallRuntime) -> SyncRatings:
+    assert rt.config.rating is not None
+    return SyncRatings(RatingService(rt, rt.config.rating))
+
+
 def journal(rt: HallRuntime, *types: str) -> list[dict[str, Any]]:
+    rt.store.flush()  # device events are queued, not waited for
     return rt.store.events_after(0, 10**9, list(types) or None)
 
 
@@ -78,8 +117,9 @@ def free_port() -> int:
 class ServedBox:
     """The real API under uvicorn on loopback, on the caller's event loop (the loop thread)."""
 
-    def __init__(self, rt: HallRuntime) -> None:
+    def __init__(self, rt: HallRuntime, services: HallServices | None = None) -> None:
         self.rt = rt
+        self.services = services
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.ws = f"ws://127.0.0.1:{self.port}"
@@ -92,8 +132,8 @@ class ServedBox:
         from edge.api.app import create_app
 
         self.server = uvicorn.Server(uvicorn.Config(
-            create_app(self.rt), host="127.0.0.1", port=self.port, log_level="warning",
-            lifespan="off"))
+            create_app(self.rt, self.services), host="127.0.0.1", port=self.port,
+            log_level="warning", lifespan="off"))
         self.task = asyncio.create_task(self.server.serve())
         for _ in range(500):
             if self.server.started:

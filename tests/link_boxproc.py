@@ -20,7 +20,7 @@ from edge.runtime import HallRuntime
 
 async def main(data: str, url: str, box: str, count: int) -> None:
     cfg = box_config(box, url, inflight=10, batch=20)
-    rt = HallRuntime(cfg, data, ignore_hours=True)
+    rt = HallRuntime.open(cfg, data, ignore_hours=True)
     link = Link(rt, cfg.mqtt)
     await link.start()
     print("started", rt.store.head_seq, flush=True)

@@ -306,7 +306,7 @@ class BoxThread:
 
         def run() -> None:
             asyncio.set_event_loop(self.loop)
-            self.rt = HallRuntime(cfg, data, ignore_hours=True)
+            self.rt = HallRuntime.open(cfg, data, ignore_hours=True)
             self.link = Link(self.rt, cfg.mqtt)
             self.loop.run_until_complete(self.link.start())
             ready.set()

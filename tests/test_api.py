@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from edge.api.app import create_app
 from edge.runtime import HallRuntime
-from tests.conftest import EXAMPLE_CONFIG
+from tests.conftest import EXAMPLE_CONFIG, db_of
 
 MANAGER = {"authorization": "Bearer demo-manager-token"}
 CENTRAL = {"authorization": "Bearer demo-central-token"}
@@ -104,7 +104,7 @@ def test_new_day_ends_staff_sessions(client: TestClient, runtime: HallRuntime) -
     runtime.clock.advance(hours=24)  # type: ignore[attr-defined]
     client.get("/api/v1/board")
     assert_problem(client.get("/api/v1/windows/1", headers=staff), 401, "unauthorized")
-    assert runtime.store.db.execute("SELECT count(*) FROM sessions").fetchone()[0] == 0
+    assert db_of(runtime).execute("SELECT count(*) FROM sessions").fetchone()[0] == 0
 
 
 def test_unknown_service_is_404_with_pointer(client: TestClient) -> None:

@@ -70,7 +70,7 @@ def test_box_stopped_while_punches_happen_loses_none_and_doubles_none(d2_config,
         await sim.start()
         made: list[zk.ZkPunch] = []
         try:
-            rt = HallRuntime(d2_config, data, clock=d2_clock)
+            rt = HallRuntime.open(d2_config, data, clock=d2_clock)
             drv = AttendanceDriver(rt, CFG, endpoint=sim.endpoint)
             await drv.start()
             await asyncio.wait_for(drv.synced.wait(), 10)
@@ -83,7 +83,7 @@ def test_box_stopped_while_punches_happen_loses_none_and_doubles_none(d2_config,
             for m in range(5):
                 made.append(sim.punch("1002", datetime(2026, 11, 23, 9, m)))
             # Back up.
-            rt = HallRuntime(d2_config, data, clock=d2_clock)
+            rt = HallRuntime.open(d2_config, data, clock=d2_clock)
             drv = AttendanceDriver(rt, CFG, endpoint=sim.endpoint)
             await drv.start()
             await asyncio.wait_for(drv.synced.wait(), 10)
@@ -101,7 +101,7 @@ def test_box_stopped_while_punches_happen_loses_none_and_doubles_none(d2_config,
         return made
 
     made = asyncio.run(scenario())
-    rt = HallRuntime(d2_config, data, clock=d2_clock)
+    rt = HallRuntime.open(d2_config, data, clock=d2_clock)
     try:
         got = punches(rt)
         assert len(got) == len(made) == 9

@@ -194,8 +194,8 @@ def test_one_silent_bx5_board_is_grade_c_and_others_run_on(tmp_path: Path) -> No
         async with running_hall(tmp_path) as hall:
             boards = hall.boards
             boards.dead.add(2)  # board-w2's controller fails; the line is fine
-            hall.login("S001", 1)
-            hall.login("S002", 2)
+            await hall.login("S001", 1)
+            await hall.login("S002", 2)
             await hall.take_ticket("SHMS")
             await hall.take_ticket("SHMS")
             hall.rt.execute(lambda h: h.call_next(2))

@@ -90,7 +90,7 @@ def test_board_bus_unplug_replug_20_cycles(tmp_path: Path) -> None:
         async with running_hall(tmp_path) as hall:
             sim = hall.boards
             link = next(x for x in hall.links() if x.name == "bus-rs485-boards")
-            hall.login("S008", 8)
+            await hall.login("S008", 8)
             for i in range(CYCLES):
                 sim.unplug()
                 assert await _until(lambda: not link.online, 2.0)

@@ -56,7 +56,7 @@ def test_espeak_sentence_is_audible_and_plausibly_long(tmp_path: Path) -> None:
 
 
 def _voice_runtime(tmp_path: Path) -> HallRuntime:
-    rt = HallRuntime(example_config(), tmp_path / "data", clock=FakeClock(MONDAY_0900))
+    rt = HallRuntime.open(example_config(), tmp_path / "data", clock=FakeClock(MONDAY_0900))
     rt.tick()
     return rt
 

@@ -10,6 +10,7 @@ from drivers.fingerprint import FingerprintDriver, SensorError
 from drivers.protocols.r30x import Instr
 from drivers.sim.r30x import R30xSim
 from edge.config.devices_staff import FingerprintSensorConfig
+from tests.conftest import db_of
 from tests.devices2_fixtures import *  # noqa: F403  (fixtures)
 from tests.devices2_fixtures import check_schema, journal
 from tests.waiting import until
@@ -68,7 +69,7 @@ def test_enrol_then_identify(d2_runtime, tmp_path):
     assert enrolled["data"] == {"sensor": "fp-w1", "window": 1, "staff": "S001", "page": 0}
     for e in journal(rt, "fingerprint.enrolled", "fingerprint.identified"):
         check_schema(e)
-    rows = rt.store.db.execute("SELECT sensor, page, staff FROM fingerprint_templates").fetchall()
+    rows = db_of(rt).execute("SELECT sensor, page, staff FROM fingerprint_templates").fetchall()
     assert rows == [("fp-w1", 0, "S001")]
 
 
@@ -149,7 +150,7 @@ def test_unplug_replug_20_cycles(d2_runtime, tmp_path):
 
     async def scenario() -> None:
         sim, drv = await rig(rt, tmp_path, templates={7: "S003-thumb"})
-        rt.store.db.execute("INSERT INTO fingerprint_templates VALUES ('fp-w1', 7, 'S003', '')")
+        db_of(rt).execute("INSERT INTO fingerprint_templates VALUES ('fp-w1', 7, 'S003', '')")
         try:
             for _ in range(20):
                 sim.unplug()

@@ -15,6 +15,7 @@ from edge.domain.model import DomainEvent
 from edge.events import GENESIS_HASH, canonical_json, event_hash
 from edge.runtime import HallRuntime
 from edge.verify import verify_db
+from tests.conftest import db_of
 
 
 def fill(rt: HallRuntime, n: int = 6) -> None:
@@ -63,9 +64,9 @@ def test_hash_is_sha256_of_canonical_json() -> None:
 def test_journal_refuses_edits(runtime: HallRuntime) -> None:
     fill(runtime, 2)
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        runtime.store.db.execute("UPDATE journal SET type='x' WHERE seq=1")
+        db_of(runtime).execute("UPDATE journal SET type='x' WHERE seq=1")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        runtime.store.db.execute("DELETE FROM journal WHERE seq=1")
+        db_of(runtime).execute("DELETE FROM journal WHERE seq=1")
 
 
 @pytest.mark.parametrize("case", ["alter", "alter_rehashed", "remove", "remove_tail", "insert"])
@@ -140,8 +141,8 @@ def test_state_journal_outbox_commit_together(runtime: HallRuntime) -> None:
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        runtime.execute(lambda h: h.issue("SHMS"), extra=explode)
-    db = runtime.store.db
+        runtime.execute(lambda h: h.issue("SHMS"), writes=[explode])
+    db = db_of(runtime)
     assert runtime.store.head_seq == head
     assert db.execute("SELECT max(seq) FROM journal").fetchone()[0] == head
     assert db.execute("SELECT max(seq) FROM outbox").fetchone()[0] == head
@@ -159,7 +160,7 @@ def test_subscribers_run_after_commit_and_failures_are_contained(
 
     def watcher(env: dict[str, object]) -> None:
         # the event is already on disk when a subscriber sees it
-        n = runtime.store.db.execute("SELECT count(*) FROM journal WHERE seq=?",
+        n = db_of(runtime).execute("SELECT count(*) FROM journal WHERE seq=?",
                                      (env["seq"],)).fetchone()[0]
         seen.append((int(env["seq"]), n))  # type: ignore[call-overload]
 
@@ -178,7 +179,7 @@ def test_restart_restores_the_hall(runtime: HallRuntime, hall_config, clock, tmp
     runtime.execute(lambda h: h.call_next(1))
     head = runtime.store.head_seq
     runtime.close()
-    rt2 = HallRuntime(hall_config, tmp_path / "data", clock=clock)
+    rt2 = HallRuntime.open(hall_config, tmp_path / "data", clock=clock)
     try:
         assert rt2.store.head_seq == head
         assert rt2.hall.windows[1].staff == "S001" and rt2.hall.windows[1].current

@@ -130,7 +130,7 @@ def _ingest_proc(broker: Broker, dsn: str, name: str, log: Path) -> subprocess.P
 
 def test_two_ingest_processes_share_and_fill_a_gap(tmp_path: Path, broker: Broker, pg_dsn: str):
     cfg = box_config("box-1", broker.url("box-1", box_password("box-1")), inflight=20)
-    rt = HallRuntime(cfg, tmp_path / "box", ignore_hours=True)
+    rt = HallRuntime.open(cfg, tmp_path / "box", ignore_hours=True)
     procs = [_ingest_proc(broker, pg_dsn, f"ingest-{i}", tmp_path / f"ingest-{i}.log")
              for i in range(2)]
     n = 400
@@ -143,8 +143,8 @@ def test_two_ingest_processes_share_and_fill_a_gap(tmp_path: Path, broker: Broke
             for i in range(n):
                 rt.emit([DomainEvent("display.message", {
                     "command_id": f"g{i}", "text": f"n{i}", "seconds": 60, "target": "main"})])
-            with rt.store.transaction() as db:
-                db.execute("UPDATE outbox SET sent_at='lost' WHERE seq BETWEEN 101 AND 130")
+            rt.store.write_sync(lambda db: db.execute(
+                "UPDATE outbox SET sent_at='lost' WHERE seq BETWEEN 101 AND 130"))
             await asyncio.sleep(1.0)  # both ingest processes subscribed
             link = Link(rt, cfg.mqtt)
             await link.start()

@@ -55,7 +55,7 @@ class IngestThread:
 
 def test_events_arrive_in_order_and_complete(tmp_path: Path, broker: Broker, pg_dsn: str):
     cfg = box_config("box-1", broker.url("box-1", box_password("box-1")), inflight=20, batch=50)
-    rt = HallRuntime(cfg, tmp_path / "box", ignore_hours=True)
+    rt = HallRuntime.open(cfg, tmp_path / "box", ignore_hours=True)
     n = 300
 
     async def main() -> None:
@@ -87,7 +87,7 @@ def await_sync(pred, timeout, what):
 
 def test_status_birth_will_and_boot(tmp_path: Path, broker: Broker):
     cfg = box_config("box-2", broker.url("box-2", box_password("box-2")))
-    rt = HallRuntime(cfg, tmp_path / "box", ignore_hours=True)
+    rt = HallRuntime.open(cfg, tmp_path / "box", ignore_hours=True)
     got: list[dict] = []
     c = make_client(CentralBroker(broker.central_url()), "watcher")
     c.on_message = lambda _c, _u, m: got.append(json.loads(m.payload))
@@ -129,7 +129,7 @@ def test_status_birth_will_and_boot(tmp_path: Path, broker: Broker):
 
 def test_no_broker_the_hall_runs_and_events_wait(tmp_path: Path):
     cfg = box_config("box-1", "mqtt://127.0.0.1:1")  # nothing listens on port 1
-    rt = HallRuntime(cfg, tmp_path / "box", ignore_hours=True)
+    rt = HallRuntime.open(cfg, tmp_path / "box", ignore_hours=True)
 
     async def main() -> None:
         link = Link(rt, cfg.mqtt)
@@ -150,7 +150,7 @@ def test_broker_refusal_keeps_rows_unsent(tmp_path: Path, broker: Broker):
     # box-3's credentials but box-1's identity: every event topic is outside box-3's ACL, so
     # the broker refuses them (MQTT 5 PUBACK 0x87) and no row may be marked sent.
     cfg = box_config("box-1", broker.url("box-3", box_password("box-3")))
-    rt = HallRuntime(cfg, tmp_path / "box", ignore_hours=True)
+    rt = HallRuntime.open(cfg, tmp_path / "box", ignore_hours=True)
 
     async def main() -> None:
         link = Link(rt, cfg.mqtt)
@@ -168,7 +168,7 @@ def test_broker_refusal_keeps_rows_unsent(tmp_path: Path, broker: Broker):
 def test_paho_is_never_the_store(tmp_path: Path, broker: Broker):
     """With a window of 5, paho never holds more than 5 unacknowledged events."""
     cfg = box_config("box-1", broker.url("box-1", box_password("box-1")), inflight=5)
-    rt = HallRuntime(cfg, tmp_path / "box", ignore_hours=True)
+    rt = HallRuntime.open(cfg, tmp_path / "box", ignore_hours=True)
     peak = 0
 
     async def main() -> None:

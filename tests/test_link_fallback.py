@@ -101,7 +101,7 @@ def test_falls_back_to_mqtt311(tmp_path: Path, broker: Broker):
     front = Only311Front(broker.port)
     url = f"mqtt://box-1:{box_password('box-1')}@127.0.0.1:{front.port}"
     cfg = box_config("box-1", url)  # protocol = "auto"
-    rt = HallRuntime(cfg, tmp_path / "box", ignore_hours=True)
+    rt = HallRuntime.open(cfg, tmp_path / "box", ignore_hours=True)
 
     async def main() -> None:
         link = Link(rt, cfg.mqtt)

@@ -57,7 +57,7 @@ def test_broker_killed_mid_burst(tmp_path: Path, broker: Broker, pg_dsn: str, cy
     """SIGKILL the broker part-way through a burst (a different point each cycle), restart it:
     every event ends up stored once; duplicates (counted) carry the same id."""
     cfg = box_config("box-1", broker.url("box-1", box_password("box-1")), inflight=10, batch=20)
-    rt = HallRuntime(cfg, tmp_path / "box", ignore_hours=True)
+    rt = HallRuntime.open(cfg, tmp_path / "box", ignore_hours=True)
     ing, t = start_ingest(broker, pg_dsn)
     n, kill_at = 120, 10 + cycle * 10
 
@@ -168,7 +168,7 @@ def test_hour_offline_then_paced_drain(tmp_path: Path, broker: Broker):
                      batch=50, inflight=50)
     # A weekday morning in the hall's time zone (08:30 Asia/Shanghai).
     clock = FakeClock(datetime(2026, 11, 23, 0, 30, tzinfo=UTC))
-    rt = HallRuntime(cfg, tmp_path / "box", clock=clock)
+    rt = HallRuntime.open(cfg, tmp_path / "box", clock=clock)
     broker.stop()
 
     async def main() -> None:

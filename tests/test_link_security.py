@@ -42,7 +42,7 @@ def test_tls_with_client_certificate(tmp_path: Path, broker: Broker):
     cert, key = broker.pki.clients["box-1"]
     cfg = box_config("box-1", broker.url("box-1", box_password("box-1"), tls=True),
                      ca_file=str(broker.pki.ca), cert_file=str(cert), key_file=str(key))
-    rt = HallRuntime(cfg, tmp_path / "box", ignore_hours=True)
+    rt = HallRuntime.open(cfg, tmp_path / "box", ignore_hours=True)
 
     async def main() -> None:
         link = Link(rt, cfg.mqtt)
@@ -60,7 +60,7 @@ def test_tls_with_client_certificate(tmp_path: Path, broker: Broker):
 def test_tls_without_client_certificate_is_refused(tmp_path: Path, broker: Broker):
     cfg = box_config("box-1", broker.url("box-1", box_password("box-1"), tls=True),
                      ca_file=str(broker.pki.ca))
-    rt = HallRuntime(cfg, tmp_path / "box", ignore_hours=True)
+    rt = HallRuntime.open(cfg, tmp_path / "box", ignore_hours=True)
 
     async def main() -> None:
         link = Link(rt, cfg.mqtt)
@@ -78,7 +78,7 @@ def test_tls_without_client_certificate_is_refused(tmp_path: Path, broker: Broke
 
 def test_wrong_password_is_refused(tmp_path: Path, broker: Broker):
     cfg = box_config("box-1", broker.url("box-1", "wrong"))
-    rt = HallRuntime(cfg, tmp_path / "box", ignore_hours=True)
+    rt = HallRuntime.open(cfg, tmp_path / "box", ignore_hours=True)
 
     async def main() -> None:
         link = Link(rt, cfg.mqtt)

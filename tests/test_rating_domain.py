@@ -6,9 +6,8 @@ import pytest
 
 from edge.domain.errors import DomainError
 from edge.domain.rating import FOUR_KEY, LEVEL_NAMES, Level, Submission, parse_level
-from edge.ratings import RatingService
 from tests.devices2_fixtures import *  # noqa: F403  (fixtures)
-from tests.devices2_fixtures import check_schema, journal, serve_ticket
+from tests.devices2_fixtures import check_schema, journal, serve_ticket, sync_ratings
 
 
 def tablet(window: int, level: Level, ticket: str | None = None,
@@ -18,7 +17,7 @@ def tablet(window: int, level: Level, ticket: str | None = None,
 
 def test_finish_requests_rating_and_tablet_rating_binds(d2_runtime):
     rt = d2_runtime
-    svc = RatingService.of(rt)
+    svc = sync_ratings(rt)
     tid = serve_ticket(rt, 1, "S001")
     req = svc.pending_for(1)
     assert req is not None and req.ticket == tid and req.staff == "S001"
@@ -38,7 +37,7 @@ def test_finish_requests_rating_and_tablet_rating_binds(d2_runtime):
                                   "staff-not-logged-in"])
 def test_each_broken_rule_is_refused_and_counted(d2_runtime, d2_clock, rule):
     rt = d2_runtime
-    svc = RatingService.of(rt)
+    svc = sync_ratings(rt)
     if rule == "no-request":
         rt.execute(lambda h: (None, h.login("S002", 2)))
         sub = tablet(2, Level.VERY_SATISFIED)
@@ -66,7 +65,7 @@ def test_each_broken_rule_is_refused_and_counted(d2_runtime, d2_clock, rule):
 
 def test_unrated_ticket_ends_unrated_never_satisfied(d2_runtime, d2_clock):
     rt = d2_runtime
-    svc = RatingService.of(rt)
+    svc = sync_ratings(rt)
     tid = serve_ticket(rt, 3, "S003")
     d2_clock.advance(rt.config.rating.window_seconds - 1)
     svc.sweep()
@@ -84,7 +83,7 @@ def test_unrated_ticket_ends_unrated_never_satisfied(d2_runtime, d2_clock):
 
 def test_next_request_supersedes_unanswered_one(d2_runtime):
     rt = d2_runtime
-    svc = RatingService.of(rt)
+    svc = sync_ratings(rt)
     first = serve_ticket(rt, 1, "S001")
     second = serve_ticket(rt, 1, "S001")
     [miss] = journal(rt, "rating.missing")
@@ -96,7 +95,7 @@ def test_next_request_supersedes_unanswered_one(d2_runtime):
 
 def test_bad_rating_needs_reason_on_tablet_but_not_keypad(d2_runtime):
     rt = d2_runtime
-    svc = RatingService.of(rt)
+    svc = sync_ratings(rt)
     tid = serve_ticket(rt, 1, "S001")
     with pytest.raises(DomainError) as e:
         svc.submit(tablet(1, Level.DISSATISFIED, tid))
@@ -117,7 +116,7 @@ def test_bad_rating_needs_reason_on_tablet_but_not_keypad(d2_runtime):
 
 def test_wrong_ticket_at_right_window(d2_runtime):
     rt = d2_runtime
-    svc = RatingService.of(rt)
+    svc = sync_ratings(rt)
     serve_ticket(rt, 1, "S001")
     out = svc.submit(tablet(1, Level.SATISFIED, "20261123-A999"))
     assert out.rule == "wrong-ticket"
@@ -125,7 +124,7 @@ def test_wrong_ticket_at_right_window(d2_runtime):
 
 def test_request_rules(d2_runtime):
     rt = d2_runtime
-    svc = RatingService.of(rt)
+    svc = sync_ratings(rt)
     tid = serve_ticket(rt, 1, "S001")
     with pytest.raises(DomainError) as e:
         svc.request(1, tid)
@@ -145,15 +144,15 @@ def test_request_rules(d2_runtime):
 def test_state_survives_restart(d2_config, d2_clock, tmp_path):
     from edge.runtime import HallRuntime
 
-    rt = HallRuntime(d2_config, tmp_path / "d", clock=d2_clock)
+    rt = HallRuntime.open(d2_config, tmp_path / "d", clock=d2_clock)
     rt.tick()
-    first = RatingService.of(rt)  # exists before the first finish, as in `hallbox run`
+    first = sync_ratings(rt)  # exists before the first finish, as in `hallbox run`
     tid = serve_ticket(rt, 1, "S001")
     rated = serve_ticket(rt, 2, "S002")
     assert first.submit(tablet(2, Level.SATISFIED, rated)).accepted
     rt.close()
-    rt2 = HallRuntime(d2_config, tmp_path / "d", clock=d2_clock)
-    svc = RatingService.of(rt2)
+    rt2 = HallRuntime.open(d2_config, tmp_path / "d", clock=d2_clock)
+    svc = sync_ratings(rt2)
     assert svc.pending_for(1).ticket == tid
     assert svc.submit(tablet(2, Level.SATISFIED, rated)).rule == "already-rated"
     assert svc.submit(tablet(1, Level.VERY_SATISFIED, tid)).accepted
@@ -176,9 +175,9 @@ def test_finished_ticket_never_requested_ends_unrated(d2_config, d2_clock, tmp_p
     from edge.runtime import HallRuntime
 
     cfg = d2_config.model_copy(update={"rating": RatingSection(auto_request=False)})
-    rt = HallRuntime(cfg, tmp_path / "d", clock=d2_clock)
+    rt = HallRuntime.open(cfg, tmp_path / "d", clock=d2_clock)
     rt.tick()
-    svc = RatingService.of(rt)
+    svc = sync_ratings(rt)
     try:
         first = serve_ticket(rt, 1, "S001")
         d2_clock.advance(60)

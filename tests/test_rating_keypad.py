@@ -11,7 +11,6 @@ from drivers.evaluator import EvaluatorBusDriver
 from drivers.protocols import keypad
 from drivers.sim.evaluator_keys import EvaluatorKeysSim
 from edge.domain.rating import FOUR_KEY, LEVEL_NAMES
-from edge.ratings import RatingService
 from tests.devices2_fixtures import *  # noqa: F403  (fixtures)
 from tests.devices2_fixtures import check_schema, journal, serve_ticket
 from tests.waiting import until
@@ -29,13 +28,13 @@ class Rig:
         await self.sim.stop()
 
 
-async def rig(rt, tmp_path) -> tuple[EvaluatorKeysSim, Rig]:
+async def rig(rt, svc, tmp_path) -> tuple[EvaluatorKeysSim, Rig]:
     evals = [e for e in rt.config.devices.evaluators if e.kind == "keypad"]
     assert [e.address for e in evals] == [113, 114]
     sim = EvaluatorKeysSim(tmp_path / "rs485-eval", [113, 114])
     await sim.start()
     bus = SharedBus("rs485-eval", sim.endpoint, 9600)
-    drv = EvaluatorBusDriver(rt, bus, evals, RatingService.of(rt))
+    drv = EvaluatorBusDriver(rt, bus, evals, svc)
     await drv.start()
     await bus.start()
     assert await bus.link.wait_online(10)
@@ -51,12 +50,11 @@ def test_key_mapping_matches_the_keypad_codec():
 
 
 @pytest.mark.parametrize("key", [1, 2, 3, 4])
-def test_a_key_frame_gives_the_mapped_level(d2_runtime, tmp_path, key):
+def test_a_key_frame_gives_the_mapped_level(d2_runtime, d2_services, tmp_path, key):
     rt = d2_runtime
-    RatingService.of(rt)
 
     async def scenario() -> EvaluatorKeysSim:
-        sim, hw = await rig(rt, tmp_path)
+        sim, hw = await rig(rt, d2_services.ratings, tmp_path)
         try:
             serve_ticket(rt, 13, "S013")
             await until(lambda: any(f == keypad.Func.RATE_PROMPT for f, _ in funcs(sim, 113)))
@@ -81,13 +79,12 @@ def test_a_key_frame_gives_the_mapped_level(d2_runtime, tmp_path, key):
     assert (keypad.Func.RATE_DONE, bytes([key])) in got
 
 
-def test_refusals_bad_keys_and_unknown_addresses(d2_runtime, tmp_path):
+def test_refusals_bad_keys_and_unknown_addresses(d2_runtime, d2_services, tmp_path):
     rt = d2_runtime
-    RatingService.of(rt)
     ack = keypad.Func.ACK
 
     async def scenario() -> EvaluatorKeysSim:
-        sim, hw = await rig(rt, tmp_path)
+        sim, hw = await rig(rt, d2_services.ratings, tmp_path)
         try:
             rt.execute(lambda h: (None, h.login("S014", 14)))
             sim.press(114, 1)  # nothing was asked at window 14
@@ -118,12 +115,11 @@ def test_refusals_bad_keys_and_unknown_addresses(d2_runtime, tmp_path):
     assert ok["data"]["level"] == "satisfied"
 
 
-def test_unplug_replug_20_cycles(d2_runtime, tmp_path):
+def test_unplug_replug_20_cycles(d2_runtime, d2_services, tmp_path):
     rt = d2_runtime
-    RatingService.of(rt)
 
     async def scenario() -> None:
-        sim, hw = await rig(rt, tmp_path)
+        sim, hw = await rig(rt, d2_services.ratings, tmp_path)
         try:
             for _ in range(20):
                 sim.unplug()

@@ -7,21 +7,28 @@ import asyncio
 import httpx
 import pytest
 
+from drivers import hall, staff_devices
 from drivers.staff_devices import build
-from edge.components import BUILDERS, RunContext
+from edge.assembly import BoxContext, HallServices, installed_plugins
 from edge.config import ConfigError, parse_config
+from edge.ratings import RatingService
 from tests.devices2_fixtures import *  # noqa: F403  (fixtures)
 from tests.devices2_fixtures import EXAMPLE_CONFIG, ServedBox, journal
 from tests.waiting import until
 
 
-def test_builder_is_registered():
-    assert build in BUILDERS
+def test_hallbox_run_finds_the_device_plugins_through_the_package():
+    assert installed_plugins() == [hall.build, staff_devices.build]
+
+
+def context(rt, tmp_path) -> BoxContext:
+    return BoxContext(rt, HallServices(ratings=RatingService(rt, rt.config.rating)), tmp_path,
+                      sim=True)
 
 
 def test_simulated_hall_runs_attendance_fingerprints_and_evaluators(d2_runtime, tmp_path):
     rt = d2_runtime
-    ctx = RunContext(rt, tmp_path, sim=True)
+    ctx = context(rt, tmp_path)
     comps = build(ctx)
 
     async def scenario() -> None:
@@ -35,7 +42,8 @@ def test_simulated_hall_runs_attendance_fingerprints_and_evaluators(d2_runtime, 
             fp = next(c for c in comps if c.name == "sim-fp-w1").sim
             drv = next(c for c in comps if c.name == "fingerprint-fp-w1")
             await asyncio.wait_for(drv.ready.wait(), 10)
-            async with ServedBox(rt) as box, httpx.AsyncClient(base_url=box.base) as http:
+            async with ServedBox(rt, ctx.services) as box, \
+                    httpx.AsyncClient(base_url=box.base) as http:
                 mgr = {"Authorization": "Bearer demo-manager-token"}
                 fp.place_finger("visitor")
                 r = await http.post("/api/v1/fingerprints/fp-w1/identify", json={},
@@ -98,7 +106,7 @@ def test_fingerprint_enrol_and_login_at_a_window_and_attendance_query(d2_runtime
     from drivers.protocols.r30x import Instr
 
     rt = d2_runtime
-    ctx = RunContext(rt, tmp_path, sim=True)
+    ctx = context(rt, tmp_path)
     comps = build(ctx)
 
     async def scenario() -> None:
@@ -120,7 +128,8 @@ def test_fingerprint_enrol_and_login_at_a_window_and_attendance_query(d2_runtime
                 await until(lambda: Instr.GEN_IMG in fp.commands[n:])
                 fp.place_finger("S008-index")
 
-            async with ServedBox(rt) as box, httpx.AsyncClient(base_url=box.base) as http:
+            async with ServedBox(rt, ctx.services) as box, \
+                    httpx.AsyncClient(base_url=box.base) as http:
                 mgr = {"Authorization": "Bearer demo-manager-token"}
                 helper = asyncio.create_task(finger_twice())
                 r = await http.post("/api/v1/fingerprints/fp-w8/enrol",

@@ -1,8 +1,8 @@
 """A whole simulated hall on one event loop, for the device tests and the device bench.
 
-`running_hall()` builds the box exactly as `hallbox run --sim` does (the same builder), starts
-every simulator and driver, and hands back the runtime, the simulators and an HTTP client on
-the real app. Tests run their coroutine with `asyncio.run` (no plugin needed).
+`running_hall()` builds the box exactly as `hallbox run --sim` does (the one assembly, with
+the device plugins), starts every simulator and driver, and hands back the box, its runtime,
+the simulators and an HTTP client on the real app. Tests run their coroutine with `asyncio.run` (no plugin needed).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,15 +18,14 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from drivers import hall, staff_devices
 from drivers.base import Link, SharedBus
-from drivers.hall import SIMS, build
 from drivers.printer import TicketPrinter
 from drivers.sim.board import BoardBusSim
 from drivers.sim.keypad import KeypadBusSim
 from drivers.sim.printer import PrinterSim
-from edge.api.app import create_app
+from edge.assembly import Box, BoxContext, build_box
 from edge.clock import FakeClock
-from edge.components import RunContext
 from edge.config import HallConfig, load_config
 from edge.runtime import HallRuntime
 
@@ -44,13 +43,30 @@ def example_config(**devices_override: Any) -> HallConfig:
     return cfg
 
 
+# The device plugins `hallbox run` finds through the package's entry points.
+PLUGINS = (hall.build, staff_devices.build)
+
+
 @dataclass
 class SimHall:
-    rt: HallRuntime
-    ctx: RunContext
-    components: list[Any]
+    box: Box
     client: httpx.AsyncClient
-    sims: list[Any] = field(default_factory=list)
+
+    @property
+    def rt(self) -> HallRuntime:
+        return self.box.runtime
+
+    @property
+    def ctx(self) -> BoxContext:
+        return self.box.context
+
+    @property
+    def components(self) -> list[Any]:
+        return self.box.components
+
+    @property
+    def sims(self) -> list[Any]:
+        return self.box.sims
 
     @property
     def printer(self) -> PrinterSim:
@@ -77,6 +93,7 @@ class SimHall:
         return next(c for c in self.components if isinstance(c, kind))
 
     def events(self, type_: str) -> list[dict[str, Any]]:
+        self.rt.store.flush()  # device events are queued, not waited for
         return self.rt.store.events_after(0, 1_000_000, [type_])
 
     async def all_online(self, timeout: float = 5.0) -> None:
@@ -88,34 +105,27 @@ class SimHall:
         assert r.status_code == 201, r.text
         return r.json()
 
-    def login(self, staff: str, window: int) -> None:
-        self.rt.execute(lambda h: (None, h.login(staff, window)))
+    async def login(self, staff: str, window: int) -> None:
+        await self.rt.run(lambda h: (None, h.login(staff, window)))
 
 
 @contextlib.asynccontextmanager
 async def running_hall(tmp_path: Path, config: HallConfig | None = None,
-                       clock: FakeClock | None = None) -> AsyncIterator[SimHall]:
+                       clock: FakeClock | None = None,
+                       plugins: tuple[Any, ...] = (hall.build,)) -> AsyncIterator[SimHall]:
+    """The hall devices by default; pass PLUGINS for the staff devices too."""
     cfg = config or example_config()
-    data = tmp_path / "data"
-    rt = HallRuntime(cfg, data, clock=clock or FakeClock(MONDAY_0900))
-    rt.tick()
-    ctx = RunContext(rt, data, sim=True)
-    comps = build(ctx)
-    started = []
+    box = build_box(cfg, tmp_path / "data", plugins=plugins, sim=True,
+                    clock=clock or FakeClock(MONDAY_0900))
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=box.app),
+                               base_url="http://hall")
     try:
-        for c in comps:
-            await c.start()
-            started.append(c)
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(rt)),
-                                   base_url="http://hall")
-        hall = SimHall(rt, ctx, comps, client, SIMS.get(str(data), []))
-        await hall.all_online()
+        await box.start()
+        sim_hall = SimHall(box, client)
+        await sim_hall.all_online()
         await asyncio.sleep(0.05)  # let the first status poll and board writes settle
-        yield hall
-        await client.aclose()
+        yield sim_hall
     finally:
-        for c in reversed(started):
-            with contextlib.suppress(Exception):
-                await c.stop()
-        SIMS.pop(str(data), None)
-        rt.close()
+        await client.aclose()
+        await box.stop()
+        box.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -18,13 +19,14 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from edge import printing
 from edge.api import evaluator, problems
 from edge.api.auth import Principal, identify, new_token, require, sha256_hex
+from edge.assembly import HallServices
 from edge.domain.errors import DomainError
 from edge.domain.model import Priority, Source, Ticket
 from edge.domain.queue import Hall
 from edge.runtime import HallRuntime
+from edge.store import Store
 
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{8,64}")
 UI_DIR = Path(__file__).resolve().parents[2] / "kiosk_ui"
@@ -105,10 +107,12 @@ def window_view(hall: Hall, n: int) -> dict[str, Any]:
     }
 
 
-def create_app(rt: HallRuntime) -> FastAPI:
+def create_app(rt: HallRuntime, services: HallServices | None = None) -> FastAPI:
+    services = services or HallServices()
     app = FastAPI(title="hallbox", version="1", summary="A government service hall's box")
     problems.install(app)
     app.state.runtime = rt
+    app.state.services = services
 
     def staff_at(request: Request, window: int) -> Principal:
         who = require(request, rt, "staff")
@@ -132,31 +136,64 @@ def create_app(rt: HallRuntime) -> FastAPI:
         rt.tick()
         return rt.hall.board()
 
-    def idempotent(request: Request, issue: Any) -> tuple[Ticket, bool]:
+    pending_keys: dict[str, tuple[str, asyncio.Future[Ticket]]] = {}
+
+    async def idempotent(request: Request, issue: Any) -> tuple[Ticket, bool]:
         """Issue once per Idempotency-Key: a retry after a lost answer gets the same ticket."""
         key = request.headers.get("idempotency-key")
         if key is None:
-            return rt.execute(issue), True
+            return await rt.run(issue), True
         if not IDEMPOTENCY_KEY.fullmatch(key):
             raise DomainError("invalid", "bad-idempotency-key",
                               "Idempotency-Key must be 8-64 of A-Z a-z 0-9 _ -",
                               "/header/Idempotency-Key")
-        row = rt.store.db.execute("SELECT ticket FROM idempotency WHERE key=?",
-                                  (key,)).fetchone()
-        if row is not None:
-            return rt.hall.ticket(row[0], "/header/Idempotency-Key"), False
-        issued: list[Ticket] = []
+        digest = hashlib.sha256(request.method.encode() + request.url.path.encode()
+                                + await request.body()).hexdigest()
 
-        def remember(db: Any) -> None:
-            db.execute("INSERT INTO idempotency VALUES (?,?,?)",
-                       (key, issued[0].id, rt.clock.now().isoformat()))
+        def reuse(ticket_id: str, first: str | None) -> Ticket:
+            if first is not None and first != digest:
+                raise DomainError("invalid", "idempotency-key-reused",
+                                  "this Idempotency-Key was used for another request",
+                                  "/header/Idempotency-Key")
+            return rt.hall.ticket(ticket_id, "/header/Idempotency-Key")
+
+        inflight = pending_keys.get(key)
+        if inflight is not None:  # the same key is being issued right now: share its answer
+            first, fut = inflight
+            t = await asyncio.shield(fut)
+            return reuse(t.id, first), False
+        row = rt.store.idempotent_ticket(key)
+        if row is not None:
+            return reuse(*row), False
+        fut: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
+        pending_keys[key] = (digest, fut)
+        issued: list[Ticket] = []
 
         def op(h: Hall) -> tuple[Ticket, Any]:
             t, events = issue(h)
             issued.append(t)
             return t, events
 
-        return rt.execute(op, extra=remember), True
+        try:
+            t, done = rt.submit(op)
+        except BaseException as e:
+            pending_keys.pop(key, None)
+            fut.set_exception(e)
+            fut.exception()  # retrieved: a lone failure is not "never retrieved"
+            raise
+        # Same group as the ticket: the key and its ticket are durable together.
+        rt.store.write(Store.remember_idempotency(key, t.id, rt.clock.now().isoformat(),
+                                                  digest))
+        try:
+            await done.done()
+        except BaseException as e:
+            fut.set_exception(e)
+            fut.exception()
+            raise
+        finally:
+            pending_keys.pop(key, None)
+        fut.set_result(t)
+        return t, True
 
     @app.post("/api/v1/tickets", status_code=201)
     async def take_ticket(body: TicketRequest, request: Request,
@@ -176,13 +213,20 @@ def create_app(rt: HallRuntime) -> FastAPI:
         A retry with a known Idempotency-Key returns the ticket already issued (200) and prints
         nothing again."""
         who = identify(request, rt)
-        with printing.issuing_at(rt, who.name if who and who.role == "kiosk" else None):
-            t, new = idempotent(request, op)
+        desk = services.print_desk
+        kiosk = who.name if who and who.role == "kiosk" else None
+
+        def issue_at_kiosk(h: Hall) -> tuple[Ticket, Any]:
+            t, events = op(h)
+            if desk is not None:
+                desk.expect(t.id, kiosk)  # before its event is published: the right printer
+            return t, events
+
+        t, new = await idempotent(request, issue_at_kiosk)
         view = ticket_view(rt.hall, t)
         if not new:
             response.status_code = 200
             return view
-        desk = printing.desk_for(rt)
         if desk is not None:
             notice = await desk.outcome(t.id, timeout=PRINT_WAIT_S)
             if notice is not None:
@@ -193,7 +237,7 @@ def create_app(rt: HallRuntime) -> FastAPI:
     @app.post("/api/v1/appointments", status_code=201)
     async def book(body: AppointmentRequest, request: Request) -> dict[str, Any]:
         require(request, rt, "central", "manager")
-        rt.execute(lambda h: (None, h.book(body.code, body.service, body.slot_start,
+        await rt.run(lambda h: (None, h.book(body.code, body.service, body.slot_start,
                                            body.slot_end)))
         a = rt.hall.appointments[body.code]
         return {"code": a.code, "service": a.service, "state": a.state.value,
@@ -216,7 +260,7 @@ def create_app(rt: HallRuntime) -> FastAPI:
     async def cancel(ticket: Annotated[str, PathParam(max_length=40)], body: ReasonRequest,
                      request: Request) -> dict[str, Any]:
         require(request, rt, "manager")
-        rt.execute(lambda h: (None, h.cancel(ticket, body.reason)))
+        await rt.run(lambda h: (None, h.cancel(ticket, body.reason)))
         return ticket_view(rt.hall, rt.hall.ticket(ticket, "/path/ticket"))
 
     @app.post("/api/v1/tickets/{ticket}/reactivate")
@@ -224,7 +268,7 @@ def create_app(rt: HallRuntime) -> FastAPI:
                          body: ReactivateRequest, request: Request) -> dict[str, Any]:
         who = require(request, rt, "staff", "manager")
         window = who.window if who.role == "staff" else body.window
-        rt.execute(lambda h: (None, h.reactivate(ticket, window)))
+        await rt.run(lambda h: (None, h.reactivate(ticket, window)))
         return ticket_view(rt.hall, rt.hall.ticket(ticket, "/path/ticket"))
 
     # ---- staff sessions ------------------------------------------------------------------
@@ -243,13 +287,9 @@ def create_app(rt: HallRuntime) -> FastAPI:
         token = new_token()
         expires = rt.clock.now() + timedelta(hours=rt.config.api.session_hours)
 
-        def save(db: Any) -> None:
-            db.execute("DELETE FROM sessions WHERE staff=? OR window=?",
-                       (body.staff_id, body.window))
-            db.execute("INSERT INTO sessions VALUES (?,?,?,?)",
-                       (sha256_hex(token), body.staff_id, body.window, expires.isoformat()))
-
-        rt.execute(lambda h: (None, h.login(body.staff_id, body.window)), extra=save)
+        save = Store.open_session(sha256_hex(token), body.staff_id, body.window,
+                                  expires.isoformat())
+        await rt.run(lambda h: (None, h.login(body.staff_id, body.window)), writes=[save])
         return {"token": token, "staff_id": body.staff_id, "window": body.window,
                 "expires_at": expires.isoformat()}
 
@@ -260,10 +300,8 @@ def create_app(rt: HallRuntime) -> FastAPI:
             raise DomainError("forbidden", "not-your-window",
                               f"your session is for window {who.window}", "/path/window")
 
-        def drop(db: Any) -> None:
-            db.execute("DELETE FROM sessions WHERE window=?", (window,))
-
-        rt.execute(lambda h: (None, h.logout(window)), extra=drop)
+        await rt.run(lambda h: (None, h.logout(window)),
+                     writes=[Store.end_window_sessions(window)])
         return window_view(rt.hall, window)
 
     # ---- window operations ---------------------------------------------------------------
@@ -278,20 +316,20 @@ def create_app(rt: HallRuntime) -> FastAPI:
     @app.post("/api/v1/windows/{window}/call-next")
     async def call_next(window: WindowNo, request: Request) -> dict[str, Any]:
         who = staff_at(request, window)
-        t = rt.execute(lambda h: h.call_next(window, who.name))
+        t = await rt.run(lambda h: h.call_next(window, who.name))
         return {"called": ticket_view(rt.hall, t) if t else None,
                 "window": window_view(rt.hall, window)}
 
     @app.post("/api/v1/windows/{window}/call")
     async def call(window: WindowNo, body: CallRequest, request: Request) -> dict[str, Any]:
         who = staff_at(request, window)
-        t = rt.execute(lambda h: h.call(window, body.ticket, body.reason, who.name))
+        t = await rt.run(lambda h: h.call(window, body.ticket, body.reason, who.name))
         return {"called": ticket_view(rt.hall, t), "window": window_view(rt.hall, window)}
 
     def simple(path: str, op: str) -> None:
         async def handler(window: WindowNo, request: Request) -> dict[str, Any]:
             who = staff_at(request, window)
-            rt.execute(lambda h: (None, getattr(h, op)(window, staff=who.name)))
+            await rt.run(lambda h: (None, getattr(h, op)(window, staff=who.name)))
             return window_view(rt.hall, window)
 
         handler.__name__ = op
@@ -304,14 +342,14 @@ def create_app(rt: HallRuntime) -> FastAPI:
     @app.post("/api/v1/windows/{window}/pause")
     async def pause(window: WindowNo, body: ReasonRequest, request: Request) -> dict[str, Any]:
         who = staff_at(request, window)
-        rt.execute(lambda h: (None, h.pause(window, body.reason, who.name)))
+        await rt.run(lambda h: (None, h.pause(window, body.reason, who.name)))
         return window_view(rt.hall, window)
 
     @app.post("/api/v1/windows/{window}/transfer")
     async def transfer(window: WindowNo, body: TransferRequest,
                        request: Request) -> dict[str, Any]:
         who = staff_at(request, window)
-        t = rt.execute(lambda h: h.transfer(window, body.service, who.name))
+        t = await rt.run(lambda h: h.transfer(window, body.service, who.name))
         return {"new_ticket": ticket_view(rt.hall, t), "window": window_view(rt.hall, window)}
 
     # ---- queue state and the journal -----------------------------------------------------
@@ -428,7 +466,7 @@ def create_app(rt: HallRuntime) -> FastAPI:
             raise HTTPException(401, "no valid token", headers={"WWW-Authenticate": "Bearer"})
         return {"role": who.role, "name": who.name, "window": who.window}
 
-    app.include_router(evaluator.router(rt))
+    app.include_router(evaluator.router(rt, services))
     if UI_DIR.is_dir():
         app.mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")
     return app

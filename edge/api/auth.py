@@ -43,9 +43,7 @@ def identify(request: Request, rt: HallRuntime) -> Principal | None:
     for t in rt.config.api.tokens:
         if secrets.compare_digest(t.token_sha256, digest):
             return Principal(t.role, t.name)
-    row = rt.store.db.execute(
-        "SELECT staff, window, expires_at FROM sessions WHERE token_sha256=?", (digest,)
-    ).fetchone()
+    row = rt.store.session(digest)
     if row and datetime.fromisoformat(row[2]) > rt.clock.now():
         return Principal("staff", row[0], row[1])
     return None

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.api.auth import new_token, require, sha256_hex
 from edge.api.problems import problem
+from edge.assembly import HallServices
 from edge.config.devices_staff import EvaluatorConfig
 from edge.domain.errors import DomainError
 from edge.domain.rating import (
@@ -52,6 +53,8 @@ from edge.domain.rating import (
 from edge.health import DeviceHealth
 from edge.ratings import RATING_TYPES, RatingService
 from edge.runtime import HallRuntime
+from edge.sensors import SensorFailure
+from edge.store import Store
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 4096  # bytes; a rating is tiny, anything bigger is abuse
@@ -118,9 +121,9 @@ def _field(msg: dict[str, Any], name: str, kind: type | tuple[type, ...],
     return v
 
 
-def router(rt: HallRuntime) -> APIRouter:
+def router(rt: HallRuntime, services: HallServices) -> APIRouter:
     api = APIRouter()
-    svc = RatingService.of(rt)
+    svc = services.ratings
     connected: dict[str, int] = {}  # tablet id -> open sessions, for its health
 
     @api.post("/api/v1/windows/{window}/rating-request", status_code=201)
@@ -134,7 +137,7 @@ def router(rt: HallRuntime) -> APIRouter:
         if svc is None:
             raise DomainError("conflict", "ratings-off", "ratings are not configured "
                               "([rating] is absent)")
-        r = svc.request(window, body.ticket, who.name)
+        r = await svc.request(window, body.ticket, who.name)
         return _rate_frame(rt, r)
 
     @api.get("/api/v1/ratings/summary")
@@ -156,19 +159,15 @@ def router(rt: HallRuntime) -> APIRouter:
 
     # ---- fingerprint sensors at windows (R30x): enrolment and spot checks ------------------
     def sensor(sensor_id: str) -> Any:
-        from drivers.fingerprint import SENSORS
-
-        drv = SENSORS.get(sensor_id)
-        if drv is None or drv.rt is not rt:
+        drv = services.sensors.get(sensor_id)
+        if drv is None:
             raise HTTPException(404, f"no running fingerprint sensor {sensor_id!r}")
         return drv
 
     async def run_sensor(request: Request, op: Any) -> Any:
-        from drivers.fingerprint import SensorError
-
         try:
             return await op
-        except SensorError as e:
+        except SensorFailure as e:
             return problem(_SENSOR_STATUS.get(e.code, 500), e.code,
                            e.code.replace("-", " ").capitalize(), e.detail, request.url.path)
 
@@ -187,19 +186,16 @@ def router(rt: HallRuntime) -> APIRouter:
         """随机抽查 by a manager or the central room; a staff login check at the sensor's window."""
         who = require(request, rt, "manager", "central", "staff")
         drv = sensor(sensor_id)
-        if who.role == "staff" and who.window != drv.cfg.window:
+        if who.role == "staff" and who.window != drv.window:
             raise DomainError("forbidden", "not-your-window",
-                              f"sensor {sensor_id} is at window {drv.cfg.window}", "/path/sensor")
+                              f"sensor {sensor_id} is at window {drv.window}", "/path/sensor")
         return await run_sensor(request, drv.identify(body.purpose))
 
     @api.post("/api/v1/windows/{window}/fingerprint-login", status_code=201)
     async def fingerprint_login(window: Annotated[int, PathParam(ge=1, le=9999)],
                                 request: Request) -> Any:
         """Staff log in at a window with a finger on its sensor instead of a PIN."""
-        from drivers.fingerprint import SENSORS
-
-        drv = next((d for d in SENSORS.values() if d.rt is rt and d.cfg.window == window),
-                   None)
+        drv = services.sensor_at(window)
         if drv is None:
             raise HTTPException(404, f"window {window} has no fingerprint sensor")
         found = await run_sensor(request, drv.identify("login"))
@@ -211,12 +207,8 @@ def router(rt: HallRuntime) -> APIRouter:
         token = new_token()
         expires = rt.clock.now() + timedelta(hours=rt.config.api.session_hours)
 
-        def save(db: Any) -> None:
-            db.execute("DELETE FROM sessions WHERE staff=? OR window=?", (staff_id, window))
-            db.execute("INSERT INTO sessions VALUES (?,?,?,?)",
-                       (sha256_hex(token), staff_id, window, expires.isoformat()))
-
-        rt.execute(lambda h: (None, h.login(staff_id, window)), extra=save)
+        save = Store.open_session(sha256_hex(token), staff_id, window, expires.isoformat())
+        await rt.run(lambda h: (None, h.login(staff_id, window)), writes=[save])
         return {"token": token, "staff_id": staff_id, "window": window,
                 "expires_at": expires.isoformat(), "via": "fingerprint"}
 
@@ -385,7 +377,7 @@ class _TabletSession:
         reason = _field(msg, "reason", str, required=False)
         if reason is not None and len(reason) > 200:
             raise BadMessage("bad-field", "'reason' is at most 200 characters")
-        out = self.svc.submit(Submission(self.device.window, level, "tablet", self.device.id,
+        out = await self.svc.submit(Submission(self.device.window, level, "tablet", self.device.id,
                                          ticket, reason))
         if out.accepted:
             await self.send({"type": "accepted", "ticket": out.ticket, "level": level.value,
@@ -424,8 +416,7 @@ class _TabletSession:
 
 def rating_summary(rt: HallRuntime) -> dict[str, Any]:
     """Today's ratings per window and per staff member, 未评价 and refusals included."""
-    row = rt.store.db.execute("SELECT max(seq) FROM journal WHERE type='day.opened'").fetchone()
-    events = rt.store.events_after(max(0, (row[0] or 1) - 1), 10**9, RATING_TYPES)
+    events = rt.store.events_since_day_opened(RATING_TYPES)
     per_window: dict[int, dict[str, Any]] = {}
     per_staff: dict[str, dict[str, Any]] = {}
     rejected: dict[str, int] = {}

@@ -1,22 +1,22 @@
 """Commands from the central room: cmd/{name}, signed, fresh, once; a reply for every one.
 
-Other features add their commands with `register(name, handler)`; a handler gets a
-`CommandContext` and the command's `args` and returns a JSON-able dict (or raises
-`CommandError(code, detail)` for a clear refusal). Handlers run on the loop thread and may be
-async. Validation order: well-formed -> signature -> fresh -> not seen before -> known name ->
-args -> run. Every refusal is journalled as `command.rejected`; every accepted command as
-`command.executed`.
+The handler table is built by the assembly (`builtin_commands()` plus what features add to
+`HallServices.commands`); a handler gets a `CommandContext` and the command's `args` and returns
+a JSON-able dict (or raises `CommandError(code, detail)` for a clear refusal). Handlers run on
+the loop thread and may be async. Validation order: well-formed -> signature -> fresh -> not
+seen before -> known name -> args -> run. Every refusal is journalled as `command.rejected`;
+every accepted command as `command.executed`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -26,6 +26,7 @@ from edge.domain.errors import DomainError
 from edge.domain.model import DomainEvent
 from edge.events import rfc3339
 from edge.link import protocol as P
+from edge.store import Store
 
 if TYPE_CHECKING:
     from edge.link.sender import Link
@@ -48,19 +49,19 @@ class CommandContext:
     link: Link | None
     command_id: str
     name: str
+    services: Any = None  # edge.assembly.HallServices
 
 
 Handler = Callable[[CommandContext, dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]]
-REGISTRY: dict[str, Handler] = {}
 
 
-def register(name: str, handler: Handler) -> None:
-    """Add a command; a second registration of the same name is a programming error."""
-    if name in REGISTRY:
+def add_command(table: dict[str, Handler], name: str, handler: Handler) -> None:
+    """Add a command to a table; a second one of the same name is a programming error."""
+    if name in table:
         raise ValueError(f"command {name!r} is already registered")
     if not re.fullmatch(r"[a-z][a-z0-9_.-]{0,63}", name):
         raise ValueError(f"bad command name {name!r}")
-    REGISTRY[name] = handler
+    table[name] = handler
 
 
 class Args(BaseModel):
@@ -89,21 +90,18 @@ def _parse_time(value: Any, field: str) -> datetime:
 
 
 class CommandRouter:
-    def __init__(self, rt: HallRuntime, cfg: MqttSection, link: Link | None) -> None:
+    def __init__(self, rt: HallRuntime, cfg: MqttSection, link: Link | None,
+                 handlers: dict[str, Handler], services: Any = None) -> None:
         self.rt, self.cfg, self.link = rt, cfg, link
+        self.handlers = handlers
+        self.services = services
         self.site, self.box = rt.config.hall.site, rt.config.hall.box
-
-    def prepare(self) -> None:
-        with self.rt.store.transaction() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS link_commands_seen ("
-                       " id TEXT PRIMARY KEY, name TEXT NOT NULL, issued_epoch INTEGER NOT NULL,"
-                       " received_at TEXT NOT NULL)")
 
     def prune(self) -> None:
         """Ids older than the acceptance window can never be accepted again anyway."""
-        horizon = int(time.time()) - self.cfg.command_max_age_s - self.cfg.command_skew_s - 60
-        with self.rt.store.transaction() as db:
-            db.execute("DELETE FROM link_commands_seen WHERE issued_epoch < ?", (horizon,))
+        now = int(self.rt.clock.now().timestamp())
+        horizon = now - self.cfg.command_max_age_s - self.cfg.command_skew_s - 60
+        self.rt.store.write(Store.prune_commands(horizon))
 
     def _reply(self, cmd_id: str | None, name: str, ok: bool, result: dict[str, Any] | None,
                code: str | None = None, detail: str | None = None) -> dict[str, Any]:
@@ -120,7 +118,7 @@ class CommandRouter:
     def _refuse(self, cmd_id: str | None, name: str, code: str, detail: str) -> dict[str, Any]:
         log.warning("command %s (%s) refused: %s: %s", name, cmd_id, code, detail)
         try:
-            self.rt.emit([DomainEvent("command.rejected", {
+            self.rt.post([DomainEvent("command.rejected", {
                 "id": cmd_id, "command": name[:64], "reason": code, "detail": detail[:300]})])
         except Exception:
             log.exception("could not journal a refused command")
@@ -159,7 +157,7 @@ class CommandRouter:
         if not P.signature_ok(self.cfg.command_key, self.site, self.box, name, cmd):
             return self._refuse(cmd_id, name, "bad-signature",
                                 "the HMAC signature does not match this box's key")
-        now = datetime.now(UTC)
+        now = self.rt.clock.now()
         skew = timedelta(seconds=self.cfg.command_skew_s)
         if expires <= now:
             return self._refuse(cmd_id, name, "expired", f"the command expired at {expires}")
@@ -170,22 +168,18 @@ class CommandRouter:
             return self._refuse(cmd_id, name, "stale",
                                 f"issued more than {self.cfg.command_max_age_s} s ago")
         try:
-            with self.rt.store.transaction() as db:
-                seen = db.execute("SELECT name FROM link_commands_seen WHERE id=?",
-                                  (cmd_id,)).fetchone()
-                if seen is None:
-                    db.execute("INSERT INTO link_commands_seen VALUES (?,?,?,?)",
-                               (cmd_id, name, int(issued.timestamp()), rfc3339(now)))
+            seen = await asyncio.wrap_future(self.rt.store.write(Store.claim_command(
+                cmd_id, name, int(issued.timestamp()), rfc3339(now))))
         except Exception as e:
             return self._refuse(cmd_id, name, "failed", f"could not record the command id: {e}")
         if seen is not None:
             return self._refuse(cmd_id, name, "repeated",
                                 f"command id {cmd_id} was already received")
-        handler = REGISTRY.get(name)
+        handler = self.handlers.get(name)
         if handler is None:
             return self._refuse(cmd_id, name, "unknown-command",
-                                f"no command {name!r}; known: {sorted(REGISTRY)}")
-        ctx = CommandContext(self.rt, self.link, cmd_id, name)
+                                f"no command {name!r}; known: {sorted(self.handlers)}")
+        ctx = CommandContext(self.rt, self.link, cmd_id, name, self.services)
         try:
             out = handler(ctx, cmd["args"])
             result = await out if inspect.isawaitable(out) else out
@@ -196,7 +190,7 @@ class CommandRouter:
         except Exception as e:
             log.exception("command %s failed", name)
             return self._refuse(cmd_id, name, "failed", f"{type(e).__name__}: {e}")
-        self.rt.emit([DomainEvent("command.executed", {"id": cmd_id, "command": name})])
+        await self.rt.record([DomainEvent("command.executed", {"id": cmd_id, "command": name})])
         return self._reply(cmd_id, name, True, result)
 
 
@@ -235,7 +229,6 @@ def cmd_attendance_pull(ctx: CommandContext, args: dict[str, Any]) -> dict[str, 
     they were made. A punch is never journalled before it happened, so rows journalled before
     `from` (less a day of clock slack) are skipped. Pages with `after_seq` when `truncated`.
     """
-    import json
     from zoneinfo import ZoneInfo
 
     a = _args(AttendanceArgs, args)
@@ -244,14 +237,12 @@ def cmd_attendance_pull(ctx: CommandContext, args: dict[str, Any]) -> dict[str, 
     if (a.to - a.from_).days > 92:
         raise CommandError("bad-args", "at most 92 days per pull")
     tz = ZoneInfo(ctx.rt.config.hall.timezone)
-    rows = ctx.rt.store.db.execute(
-        "SELECT seq, ts, envelope FROM journal WHERE type = 'punch.recorded' AND seq > ?"
-        " AND substr(ts, 1, 10) >= ? ORDER BY seq",
-        (a.after_seq, (a.from_ - timedelta(days=1)).isoformat()))
+    rows = ctx.rt.store.journal_of_type_since(
+        "punch.recorded", a.after_seq, (a.from_ - timedelta(days=1)).isoformat())
     records: list[dict[str, Any]] = []
     truncated = False
     for seq, ts, env in rows:
-        data = json.loads(env)["data"]
+        data = env["data"]
         at = data.get("at") if isinstance(data.get("at"), str) else ts
         try:
             day = datetime.fromisoformat(at).astimezone(tz).date()
@@ -272,14 +263,14 @@ class SpotcheckArgs(Args):
     note: str | None = Field(default=None, max_length=200)
 
 
-def cmd_spotcheck_start(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
+async def cmd_spotcheck_start(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
     """Plumbing only: the rules of a spot check come with the supervision issue."""
     a = _args(SpotcheckArgs, args)
     if a.window is not None and a.window not in {w.number for w in ctx.rt.config.windows}:
         raise CommandError("bad-args", f"unknown window {a.window}")
     data: dict[str, Any] = {"command_id": ctx.command_id}
     data.update({k: v for k, v in a.model_dump().items() if v is not None})
-    env = ctx.rt.emit([DomainEvent("spotcheck.started", data)])
+    env = await ctx.rt.record([DomainEvent("spotcheck.started", data)])
     return {"seq": env[0]["seq"]}
 
 
@@ -289,11 +280,11 @@ class DisplayArgs(Args):
     target: Literal["main", "all"] | int = "main"
 
 
-def cmd_display_message(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
+async def cmd_display_message(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
     a = _args(DisplayArgs, args)
     if isinstance(a.target, int) and a.target not in {w.number for w in ctx.rt.config.windows}:
         raise CommandError("bad-args", f"unknown window {a.target}")
-    env = ctx.rt.emit([DomainEvent("display.message", {
+    env = await ctx.rt.record([DomainEvent("display.message", {
         "command_id": ctx.command_id, "text": a.text, "seconds": a.seconds,
         "target": a.target})])
     return {"seq": env[0]["seq"]}
@@ -310,12 +301,12 @@ class AppointmentsArgs(Args):
     appointments: list[Booking] = Field(min_length=1, max_length=500)
 
 
-def cmd_appointments_push(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
+async def cmd_appointments_push(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
     a = _args(AppointmentsArgs, args)
     results: list[dict[str, Any]] = []
     for b in a.appointments:
         try:
-            ctx.rt.execute(lambda h, b=b: (None, h.book(b.code, b.service, b.slot_start,
+            await ctx.rt.run(lambda h, b=b: (None, h.book(b.code, b.service, b.slot_start,
                                                           b.slot_end)))
             results.append({"code": b.code, "ok": True})
         except DomainError as e:
@@ -351,9 +342,13 @@ def cmd_health_get(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
             "head": {"seq": ctx.rt.store.head_seq, "hash": ctx.rt.store.head_hash}}
 
 
-for _name, _fn in (("replay", cmd_replay), ("attendance.pull", cmd_attendance_pull),
-                   ("spotcheck.start", cmd_spotcheck_start),
-                   ("display.message", cmd_display_message),
-                   ("appointments.push", cmd_appointments_push),
-                   ("config.get", cmd_config_get), ("health.get", cmd_health_get)):
-    register(_name, _fn)
+def builtin_commands() -> dict[str, Handler]:
+    """A fresh handler table with the box's own commands; features add theirs to it."""
+    table: dict[str, Handler] = {}
+    for name, fn in (("replay", cmd_replay), ("attendance.pull", cmd_attendance_pull),
+                     ("spotcheck.start", cmd_spotcheck_start),
+                     ("display.message", cmd_display_message),
+                     ("appointments.push", cmd_appointments_push),
+                     ("config.get", cmd_config_get), ("health.get", cmd_health_get)):
+        add_command(table, name, fn)
+    return table

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import deque
@@ -25,9 +24,10 @@ from edge.events import canonical_json, rfc3339
 from edge.health import DeviceHealth, Grade
 from edge.link import protocol as P
 from edge.link.client import ConnectFailed, Incoming, PahoConnection, ProtocolName
+from edge.store import Store
 
 if TYPE_CHECKING:
-    from edge.link.commands import CommandRouter
+    from edge.link.commands import CommandRouter, Handler
     from edge.runtime import HallRuntime
 
 log = logging.getLogger(__name__)
@@ -38,14 +38,16 @@ BOOT_KEY = "link.boot"
 class Link:
     name = DEVICE
 
-    def __init__(self, rt: HallRuntime, cfg: MqttSection) -> None:
-        from edge.link.commands import CommandRouter
+    def __init__(self, rt: HallRuntime, cfg: MqttSection,
+                 commands: dict[str, Handler] | None = None, services: Any = None) -> None:
+        from edge.link.commands import CommandRouter, builtin_commands
 
         self.rt = rt
         self.cfg = cfg
         self.site, self.box = rt.config.hall.site, rt.config.hall.box
         self.client_id = cfg.client_id or f"{self.site}-{self.box}"
-        self.commands: CommandRouter = CommandRouter(rt, cfg, self)
+        self.commands: CommandRouter = CommandRouter(
+            rt, cfg, self, builtin_commands() if commands is None else commands, services)
         self.conn: PahoConnection | None = None
         self.connected = False
         self.boot = int(rt.store.meta(BOOT_KEY) or 0)
@@ -57,6 +59,7 @@ class Link:
         self.replays: deque[list[int]] = deque()  # [next_seq, to_seq]
         self.replay_buffer: deque[tuple[int, str, str]] = deque()
         self._acked: list[int] = []
+        self._marking: set[int] = set()  # acked, handed to the writer, not yet committed
         self._flush_handle: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
         self._lost = asyncio.Event()
@@ -78,7 +81,6 @@ class Link:
 
     # ---- component -----------------------------------------------------------------------
     async def start(self) -> None:
-        self.commands.prepare()
         self._unsub = self.rt.bus.subscribe(DEVICE, self._on_committed)
         self._measure()  # the first health report follows the first connection attempt
         self._tasks = [asyncio.create_task(self._connection_loop(), name="link-connect"),
@@ -116,18 +118,16 @@ class Link:
         self._wake.set()
 
     # ---- connection ------------------------------------------------------------------------
-    def _next_boot(self) -> int:
+    async def _next_boot(self) -> int:
         self.boot += 1
-        with self.rt.store.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                       (BOOT_KEY, str(self.boot)))
+        await asyncio.wrap_future(self.rt.store.write(Store.put_meta(BOOT_KEY, str(self.boot))))
         return self.boot
 
     async def _connection_loop(self) -> None:
         delay = self.cfg.reconnect_min_s
         loop = asyncio.get_running_loop()
         while True:
-            boot = self._next_boot()
+            boot = await self._next_boot()
             will = (P.topic_status(self.site, self.box),
                     canonical_json({"online": False, "boot": boot, "reason": "lost",
                                     "site": self.site, "box": self.box}))
@@ -246,14 +246,18 @@ class Link:
             return
         acked, self._acked = self._acked, []
         now = rfc3339(self.rt.hall.local())
-        try:
-            with self.rt.store.transaction() as db:
-                db.executemany("UPDATE outbox SET sent_at=? WHERE seq=? AND sent_at IS NULL",
-                               [(now, s) for s in acked])
-        except Exception:
-            # Not marked means sent again later: a duplicate, never a loss.
-            log.exception("could not mark %d outbox rows sent", len(acked))
-            return
+        # Marked by the writer with whatever else is committing (no fsync of our own); until it
+        # lands, _delivered_upto counts these from `_marking`.
+        self._marking.update(acked)
+        fut = self.rt.store.write(Store.mark_sent(acked, now))
+
+        def marked(f: Any) -> None:
+            self._marking.difference_update(acked)
+            if f.exception() is not None:
+                # Not marked means sent again later: a duplicate, never a loss.
+                log.warning("could not mark %d outbox rows sent: %s", len(acked), f.exception())
+
+        fut.add_done_callback(marked)
         self.backlog = max(0, self.backlog - len(acked))
 
     def request_replay(self, from_seq: int, to_seq: int) -> int:
@@ -274,10 +278,7 @@ class Link:
 
     def _next_event(self) -> tuple[str, int, str, str] | None:
         if not self.buffer and self.cursor < self.rt.store.head_seq:
-            rows = self.rt.store.db.execute(
-                "SELECT o.seq, j.type, j.envelope FROM outbox o JOIN journal j ON j.seq = o.seq"
-                " WHERE o.sent_at IS NULL AND o.seq > ? ORDER BY o.seq LIMIT ?",
-                (self.cursor, self.cfg.batch)).fetchall()
+            rows = self.rt.store.outbox_unsent(self.cursor, self.cfg.batch)
             if rows:
                 self.buffer.extend(rows)
             else:
@@ -288,9 +289,7 @@ class Link:
             return "event", seq, type_, env
         if not self.replay_buffer and self.replays:
             rng = self.replays[0]
-            rows = self.rt.store.db.execute(
-                "SELECT seq, type, envelope FROM journal WHERE seq BETWEEN ? AND ?"
-                " ORDER BY seq LIMIT ?", (rng[0], rng[1], self.cfg.batch)).fetchall()
+            rows = self.rt.store.journal_range(rng[0], rng[1], self.cfg.batch)
             if rows:
                 self.replay_buffer.extend(rows)
                 rng[0] = rows[-1][0] + 1
@@ -354,13 +353,11 @@ class Link:
 
     # ---- status and health --------------------------------------------------------------------
     def _delivered_upto(self) -> int:
-        row = self.rt.store.db.execute(
-            "SELECT min(seq) FROM outbox WHERE sent_at IS NULL").fetchone()
-        low = row[0] if row and row[0] is not None else None
+        low = self.rt.store.outbox_lowest_unsent()
         head = self.rt.store.head_seq
         upto = head if low is None else low - 1
-        if self._acked:  # acked but not yet written down
-            pending = sorted(self._acked)
+        if self._acked or self._marking:  # acked but not yet written down
+            pending = sorted({*self._acked, *self._marking})
             if low is not None and pending[0] == low:
                 upto = low
                 for s in pending[1:]:
@@ -407,9 +404,7 @@ class Link:
             self.inflight[mid] = ("health", None)
 
     def _measure(self) -> None:
-        n, size, oldest = self.rt.store.db.execute(
-            "SELECT count(*), coalesce(sum(length(j.envelope)), 0), min(o.queued_at)"
-            " FROM outbox o JOIN journal j ON j.seq = o.seq WHERE o.sent_at IS NULL").fetchone()
+        n, size, oldest = self.rt.store.outbox_backlog()
         self.backlog, self.unsent_bytes = int(n), int(size)
         self.oldest_unsent_s = 0
         if oldest:
@@ -457,6 +452,3 @@ class Link:
                 "oldest_unsent_s": self.oldest_unsent_s, "inflight": len(self.inflight),
                 **self.stats}
 
-
-def json_loads(b: bytes) -> Any:
-    return json.loads(b.decode("utf-8"))
