@@ -31,7 +31,8 @@ def test_tablet_rating_binds_to_ticket_and_staff(d2_services, d2_runtime):
     rt = d2_runtime
 
     async def scenario() -> None:
-        async with ServedBox(rt, d2_services) as box, websockets.connect(f"{box.ws}/ws/evaluator") as ws:
+        async with ServedBox(rt, d2_services) as box, \
+                websockets.connect(f"{box.ws}/ws/evaluator") as ws:
             welcome = await login(ws, 1)
             assert welcome["type"] == "welcome" and welcome["device"] == "eval-w1"
             assert welcome["staff"] is None and welcome["pending"] is None
@@ -118,7 +119,8 @@ def test_broken_rules_over_ws_are_refused_and_counted(d2_services, d2_runtime, d
 def test_unrated_ticket_ends_unrated_and_tablet_goes_idle(d2_services, d2_runtime, d2_clock):
     rt = d2_runtime
     async def scenario() -> dict:
-        async with ServedBox(rt, d2_services) as box, websockets.connect(f"{box.ws}/ws/evaluator") as ws:
+        async with ServedBox(rt, d2_services) as box, \
+                websockets.connect(f"{box.ws}/ws/evaluator") as ws:
             await login(ws, 3)
             tid = serve_ticket(rt, 3, "S003")
             await recv(ws, "rate")
@@ -140,7 +142,8 @@ def test_every_bad_message_gets_a_clear_error(d2_services, d2_runtime):
 
     async def scenario() -> list[dict]:
         out = []
-        async with ServedBox(rt, d2_services) as box, websockets.connect(f"{box.ws}/ws/evaluator") as ws:
+        async with ServedBox(rt, d2_services) as box, \
+                websockets.connect(f"{box.ws}/ws/evaluator") as ws:
             for raw in ['{"type": "submit", "level": "satisfied"}',  # before login
                         "not json", "[1, 2]", '{"no": "type"}', '{"type": "dance"}',
                         '{"type": "login", "window": 1}',
@@ -174,7 +177,8 @@ def test_wrong_token_and_brute_force_closes(d2_services, d2_runtime):
     rt = d2_runtime
 
     async def scenario() -> tuple[list[str], int | None]:
-        async with ServedBox(rt, d2_services) as box, websockets.connect(f"{box.ws}/ws/evaluator") as ws:
+        async with ServedBox(rt, d2_services) as box, \
+                websockets.connect(f"{box.ws}/ws/evaluator") as ws:
             codes = [(await login(ws, 2, "demo-evaluator-1"))["code"]]
             codes.append((await login(ws, 2, "guess"))["code"])
             codes.append((await login(ws, 2, "guess2"))["code"])

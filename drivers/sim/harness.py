@@ -2,7 +2,8 @@
 
 `running_hall()` builds the box exactly as `hallbox run --sim` does (the one assembly, with
 the device plugins), starts every simulator and driver, and hands back the box, its runtime,
-the simulators and an HTTP client on the real app. Tests run their coroutine with `asyncio.run` (no plugin needed).
+the simulators and an HTTP client on the real app. Tests run their coroutine with
+`asyncio.run` (no plugin needed).
 """
 
 from __future__ import annotations
