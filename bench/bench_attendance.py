@@ -23,7 +23,7 @@ from drivers.attendance import AttendanceDriver
 from drivers.protocols import zk
 from drivers.sim.zk_terminal import ZkTerminalSim
 from edge.config import load_config
-from edge.config.devices_staff import AttendanceTerminalConfig
+from edge.config.supervision_devices import AttendanceTerminalConfig
 from edge.domain.model import DomainEvent
 from edge.runtime import HallRuntime
 

@@ -18,7 +18,7 @@ import struct
 
 from drivers.base import DeviceHealthReporter, Endpoint, Link
 from drivers.protocols import zk
-from edge.config.devices_staff import AttendanceTerminalConfig
+from edge.config.supervision_devices import AttendanceTerminalConfig
 from edge.domain.model import DomainEvent
 from edge.events import rfc3339
 from edge.runtime import HallRuntime

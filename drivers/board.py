@@ -16,7 +16,7 @@ from typing import Any
 
 from drivers.base import DeviceHealthReporter, DeviceOffline, SharedBus
 from drivers.protocols import at_board, bx5
-from edge.config.devices_hall import BoardConfig
+from edge.config.calling_devices import BoardConfig
 from edge.runtime import HallRuntime
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from typing import Any
 
 from drivers.base import DeviceHealthReporter, DeviceOffline, SharedBus
 from drivers.protocols import keypad
-from edge.config.devices_staff import EvaluatorConfig
+from edge.config.supervision_devices import EvaluatorConfig
 from edge.domain.errors import DomainError
 from edge.domain.rating import FOUR_KEY, Outcome, Submission
 from edge.ratings import RatingService

@@ -20,7 +20,7 @@ from typing import Any
 from drivers.base import DeviceHealthReporter, DeviceOffline, Link
 from drivers.protocols import r30x
 from drivers.protocols.r30x import Confirm, Instr
-from edge.config.devices_staff import FingerprintSensorConfig
+from edge.config.supervision_devices import FingerprintSensorConfig
 from edge.domain.model import DomainEvent
 from edge.events import rfc3339
 from edge.runtime import HallRuntime

@@ -21,7 +21,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from drivers.base import DeviceHealthReporter, DeviceOffline, SharedBus
 from drivers.protocols import keypad as kp
-from edge.config.devices_hall import KeypadConfig
+from edge.config.calling_devices import KeypadConfig
 from edge.domain.errors import DomainError
 from edge.domain.model import DomainEvent, TicketState
 from edge.domain.queue import Hall

@@ -25,7 +25,7 @@ from drivers.protocols.escpos import (
     status_request,
     ticket_bytes,
 )
-from edge.config.devices_hall import PrinterConfig
+from edge.config.calling_devices import PrinterConfig
 from edge.runtime import HallRuntime
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from drivers.base import DeviceHealthReporter
-from edge.config.devices_hall import VoiceConfig
+from edge.config.calling_devices import VoiceConfig
 from edge.runtime import HallRuntime
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from edge.assembly import HallServices
 from edge.clock import FakeClock
 from edge.config import HallConfig, load_config
 from edge.domain.queue import Hall
+from edge.ratings import RatingService
 from edge.runtime import HallRuntime
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,3 +53,11 @@ def db_of(rt: HallRuntime) -> sqlite3.Connection:
     """A connection of the test's own to the box's database file, for inspecting (and, in
     tamper tests, damaging) it the way an outside tool would."""
     return sqlite3.connect(rt.store.path, isolation_level=None)
+
+
+@pytest.fixture
+def services(runtime: HallRuntime) -> HallServices:
+    """The hall services as the assembly builds them (the rating service, created before the
+    first ticket is finished, as in `hallbox run`)."""
+    assert runtime.config.rating is not None
+    return HallServices(ratings=RatingService(runtime, runtime.config.rating))

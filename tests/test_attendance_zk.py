@@ -8,10 +8,9 @@ from datetime import datetime
 from drivers.attendance import AttendanceDriver
 from drivers.protocols import zk
 from drivers.sim.zk_terminal import ZkTerminalSim
-from edge.config.devices_staff import AttendanceTerminalConfig
+from edge.config.supervision_devices import AttendanceTerminalConfig
 from edge.runtime import HallRuntime
-from tests.devices2_fixtures import *  # noqa: F403  (fixtures)
-from tests.devices2_fixtures import check_schema, journal
+from tests.supervision_fixtures import check_schema, journal
 from tests.waiting import until
 
 USERS = [
@@ -30,8 +29,8 @@ def punches(rt: HallRuntime) -> list[dict]:
     return [e["data"] for e in journal(rt, "punch.recorded")]
 
 
-def test_live_punch_becomes_attendance_event_with_gbk_names(d2_runtime):
-    rt = d2_runtime
+def test_live_punch_becomes_attendance_event_with_gbk_names(runtime):
+    rt = runtime
 
     async def scenario() -> None:
         sim = ZkTerminalSim(USERS)
@@ -61,7 +60,7 @@ def test_live_punch_becomes_attendance_event_with_gbk_names(d2_runtime):
     assert health[0]["data"]["device"] == "zk-1" and health[0]["data"]["online"]
 
 
-def test_box_stopped_while_punches_happen_loses_none_and_doubles_none(d2_config, d2_clock,
+def test_box_stopped_while_punches_happen_loses_none_and_doubles_none(hall_config, clock,
                                                                       tmp_path):
     data = tmp_path / "box"
 
@@ -70,7 +69,7 @@ def test_box_stopped_while_punches_happen_loses_none_and_doubles_none(d2_config,
         await sim.start()
         made: list[zk.ZkPunch] = []
         try:
-            rt = HallRuntime.open(d2_config, data, clock=d2_clock)
+            rt = HallRuntime.open(hall_config, data, clock=clock)
             drv = AttendanceDriver(rt, CFG, endpoint=sim.endpoint)
             await drv.start()
             await asyncio.wait_for(drv.synced.wait(), 10)
@@ -83,7 +82,7 @@ def test_box_stopped_while_punches_happen_loses_none_and_doubles_none(d2_config,
             for m in range(5):
                 made.append(sim.punch("1002", datetime(2026, 11, 23, 9, m)))
             # Back up.
-            rt = HallRuntime.open(d2_config, data, clock=d2_clock)
+            rt = HallRuntime.open(hall_config, data, clock=clock)
             drv = AttendanceDriver(rt, CFG, endpoint=sim.endpoint)
             await drv.start()
             await asyncio.wait_for(drv.synced.wait(), 10)
@@ -101,7 +100,7 @@ def test_box_stopped_while_punches_happen_loses_none_and_doubles_none(d2_config,
         return made
 
     made = asyncio.run(scenario())
-    rt = HallRuntime.open(d2_config, data, clock=d2_clock)
+    rt = HallRuntime.open(hall_config, data, clock=clock)
     try:
         got = punches(rt)
         assert len(got) == len(made) == 9
@@ -115,8 +114,8 @@ def test_box_stopped_while_punches_happen_loses_none_and_doubles_none(d2_config,
         rt.close()
 
 
-def test_silent_terminal_times_out_and_goes_offline(d2_runtime):
-    rt = d2_runtime
+def test_silent_terminal_times_out_and_goes_offline(runtime):
+    rt = runtime
 
     async def scenario() -> AttendanceDriver:
         sim = ZkTerminalSim(USERS)
@@ -141,8 +140,8 @@ def test_silent_terminal_times_out_and_goes_offline(d2_runtime):
     assert states[-1][0] is True
 
 
-def test_unplug_replug_20_cycles(d2_runtime):
-    rt = d2_runtime
+def test_unplug_replug_20_cycles(runtime):
+    rt = runtime
 
     async def scenario() -> None:
         sim = ZkTerminalSim(USERS)
@@ -169,9 +168,9 @@ def test_unplug_replug_20_cycles(d2_runtime):
     assert health.count(False) >= 20 and health[-1] is True
 
 
-def test_punch_made_during_the_pull_is_not_lost(d2_runtime):
+def test_punch_made_during_the_pull_is_not_lost(runtime):
     """Live registration comes before the pull, so the gap between them loses nothing."""
-    rt = d2_runtime
+    rt = runtime
 
     async def scenario() -> None:
         sim = ZkTerminalSim(USERS)

@@ -9,10 +9,9 @@ import pytest
 from drivers.fingerprint import FingerprintDriver, SensorError
 from drivers.protocols.r30x import Instr
 from drivers.sim.r30x import R30xSim
-from edge.config.devices_staff import FingerprintSensorConfig
+from edge.config.supervision_devices import FingerprintSensorConfig
 from tests.conftest import db_of
-from tests.devices2_fixtures import *  # noqa: F403  (fixtures)
-from tests.devices2_fixtures import check_schema, journal
+from tests.supervision_fixtures import check_schema, journal
 from tests.waiting import until
 
 
@@ -33,8 +32,8 @@ async def rig(rt, tmp_path, **kw) -> tuple[R30xSim, FingerprintDriver]:
     return sim, drv
 
 
-def test_enrol_then_identify(d2_runtime, tmp_path):
-    rt = d2_runtime
+def test_enrol_then_identify(runtime, tmp_path):
+    rt = runtime
 
     async def scenario() -> tuple[int, dict, dict, list[int]]:
         sim, drv = await rig(rt, tmp_path)
@@ -73,8 +72,8 @@ def test_enrol_then_identify(d2_runtime, tmp_path):
     assert rows == [("fp-w1", 0, "S001")]
 
 
-def test_enrol_with_two_different_fingers_is_refused(d2_runtime, tmp_path):
-    rt = d2_runtime
+def test_enrol_with_two_different_fingers_is_refused(runtime, tmp_path):
+    rt = runtime
 
     async def scenario() -> SensorError:
         sim, drv = await rig(rt, tmp_path)
@@ -102,8 +101,8 @@ def test_enrol_with_two_different_fingers_is_refused(d2_runtime, tmp_path):
     assert journal(rt, "fingerprint.enrolled") == []
 
 
-def test_silent_sensor_times_out_cleanly(d2_runtime, tmp_path):
-    rt = d2_runtime
+def test_silent_sensor_times_out_cleanly(runtime, tmp_path):
+    rt = runtime
 
     async def scenario() -> tuple[SensorError, SensorError]:
         sim, drv = await rig(rt, tmp_path)
@@ -128,8 +127,8 @@ def test_silent_sensor_times_out_cleanly(d2_runtime, tmp_path):
     assert health[-1][0] is True
 
 
-def test_nobody_places_a_finger(d2_runtime, tmp_path):
-    rt = d2_runtime
+def test_nobody_places_a_finger(runtime, tmp_path):
+    rt = runtime
 
     async def scenario() -> SensorError:
         sim, drv = await rig(rt, tmp_path)
@@ -145,8 +144,8 @@ def test_nobody_places_a_finger(d2_runtime, tmp_path):
     assert asyncio.run(scenario()).code == "finger-timeout"
 
 
-def test_unplug_replug_20_cycles(d2_runtime, tmp_path):
-    rt = d2_runtime
+def test_unplug_replug_20_cycles(runtime, tmp_path):
+    rt = runtime
 
     async def scenario() -> None:
         sim, drv = await rig(rt, tmp_path, templates={7: "S003-thumb"})

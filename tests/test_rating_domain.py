@@ -6,8 +6,7 @@ import pytest
 
 from edge.domain.errors import DomainError
 from edge.domain.rating import FOUR_KEY, LEVEL_NAMES, Level, Submission, parse_level
-from tests.devices2_fixtures import *  # noqa: F403  (fixtures)
-from tests.devices2_fixtures import check_schema, journal, serve_ticket, sync_ratings
+from tests.supervision_fixtures import check_schema, journal, serve_ticket, sync_ratings
 
 
 def tablet(window: int, level: Level, ticket: str | None = None,
@@ -15,8 +14,8 @@ def tablet(window: int, level: Level, ticket: str | None = None,
     return Submission(window, level, "tablet", f"eval-w{window}", ticket, reason)
 
 
-def test_finish_requests_rating_and_tablet_rating_binds(d2_runtime):
-    rt = d2_runtime
+def test_finish_requests_rating_and_tablet_rating_binds(runtime):
+    rt = runtime
     svc = sync_ratings(rt)
     tid = serve_ticket(rt, 1, "S001")
     req = svc.pending_for(1)
@@ -35,8 +34,8 @@ def test_finish_requests_rating_and_tablet_rating_binds(d2_runtime):
 
 @pytest.mark.parametrize("rule", ["no-request", "wrong-window", "already-rated", "too-late",
                                   "staff-not-logged-in"])
-def test_each_broken_rule_is_refused_and_counted(d2_runtime, d2_clock, rule):
-    rt = d2_runtime
+def test_each_broken_rule_is_refused_and_counted(runtime, clock, rule):
+    rt = runtime
     svc = sync_ratings(rt)
     if rule == "no-request":
         rt.execute(lambda h: (None, h.login("S002", 2)))
@@ -50,7 +49,7 @@ def test_each_broken_rule_is_refused_and_counted(d2_runtime, d2_clock, rule):
         elif rule == "already-rated":
             assert svc.submit(sub).accepted
         elif rule == "too-late":
-            d2_clock.advance(rt.config.rating.window_seconds + 1)
+            clock.advance(rt.config.rating.window_seconds + 1)
         elif rule == "staff-not-logged-in":
             rt.execute(lambda h: (None, h.logout(1)))
     before = len(journal(rt, "rating.submitted"))
@@ -63,14 +62,14 @@ def test_each_broken_rule_is_refused_and_counted(d2_runtime, d2_clock, rule):
     assert svc.desk.rejected[rule] == 1
 
 
-def test_unrated_ticket_ends_unrated_never_satisfied(d2_runtime, d2_clock):
-    rt = d2_runtime
+def test_unrated_ticket_ends_unrated_never_satisfied(runtime, clock):
+    rt = runtime
     svc = sync_ratings(rt)
     tid = serve_ticket(rt, 3, "S003")
-    d2_clock.advance(rt.config.rating.window_seconds - 1)
+    clock.advance(rt.config.rating.window_seconds - 1)
     svc.sweep()
     assert journal(rt, "rating.missing") == []  # still inside its time
-    d2_clock.advance(2)
+    clock.advance(2)
     svc.sweep()
     [miss] = journal(rt, "rating.missing")
     assert miss["data"]["ticket"] == tid and miss["data"]["result"] == "未评价"
@@ -81,8 +80,8 @@ def test_unrated_ticket_ends_unrated_never_satisfied(d2_runtime, d2_clock):
     assert len(journal(rt, "rating.missing")) == 1
 
 
-def test_next_request_supersedes_unanswered_one(d2_runtime):
-    rt = d2_runtime
+def test_next_request_supersedes_unanswered_one(runtime):
+    rt = runtime
     svc = sync_ratings(rt)
     first = serve_ticket(rt, 1, "S001")
     second = serve_ticket(rt, 1, "S001")
@@ -93,8 +92,8 @@ def test_next_request_supersedes_unanswered_one(d2_runtime):
     assert out.rule == "too-late"
 
 
-def test_bad_rating_needs_reason_on_tablet_but_not_keypad(d2_runtime):
-    rt = d2_runtime
+def test_bad_rating_needs_reason_on_tablet_but_not_keypad(runtime):
+    rt = runtime
     svc = sync_ratings(rt)
     tid = serve_ticket(rt, 1, "S001")
     with pytest.raises(DomainError) as e:
@@ -114,16 +113,16 @@ def test_bad_rating_needs_reason_on_tablet_but_not_keypad(d2_runtime):
         "already-rated"
 
 
-def test_wrong_ticket_at_right_window(d2_runtime):
-    rt = d2_runtime
+def test_wrong_ticket_at_right_window(runtime):
+    rt = runtime
     svc = sync_ratings(rt)
     serve_ticket(rt, 1, "S001")
     out = svc.submit(tablet(1, Level.SATISFIED, "20261123-A999"))
     assert out.rule == "wrong-ticket"
 
 
-def test_request_rules(d2_runtime):
-    rt = d2_runtime
+def test_request_rules(runtime):
+    rt = runtime
     svc = sync_ratings(rt)
     tid = serve_ticket(rt, 1, "S001")
     with pytest.raises(DomainError) as e:
@@ -141,17 +140,17 @@ def test_request_rules(d2_runtime):
     assert e.value.code == "nothing-to-rate"
 
 
-def test_state_survives_restart(d2_config, d2_clock, tmp_path):
+def test_state_survives_restart(hall_config, clock, tmp_path):
     from edge.runtime import HallRuntime
 
-    rt = HallRuntime.open(d2_config, tmp_path / "d", clock=d2_clock)
+    rt = HallRuntime.open(hall_config, tmp_path / "d", clock=clock)
     rt.tick()
     first = sync_ratings(rt)  # exists before the first finish, as in `hallbox run`
     tid = serve_ticket(rt, 1, "S001")
     rated = serve_ticket(rt, 2, "S002")
     assert first.submit(tablet(2, Level.SATISFIED, rated)).accepted
     rt.close()
-    rt2 = HallRuntime.open(d2_config, tmp_path / "d", clock=d2_clock)
+    rt2 = HallRuntime.open(hall_config, tmp_path / "d", clock=clock)
     svc = sync_ratings(rt2)
     assert svc.pending_for(1).ticket == tid
     assert svc.submit(tablet(2, Level.SATISFIED, rated)).rule == "already-rated"
@@ -170,27 +169,27 @@ def test_levels_and_four_key_mapping():
         parse_level("ok")
 
 
-def test_finished_ticket_never_requested_ends_unrated(d2_config, d2_clock, tmp_path):
+def test_finished_ticket_never_requested_ends_unrated(hall_config, clock, tmp_path):
     from edge.config import RatingSection
     from edge.runtime import HallRuntime
 
-    cfg = d2_config.model_copy(update={"rating": RatingSection(auto_request=False)})
-    rt = HallRuntime.open(cfg, tmp_path / "d", clock=d2_clock)
+    cfg = hall_config.model_copy(update={"rating": RatingSection(auto_request=False)})
+    rt = HallRuntime.open(cfg, tmp_path / "d", clock=clock)
     rt.tick()
     svc = sync_ratings(rt)
     try:
         first = serve_ticket(rt, 1, "S001")
-        d2_clock.advance(60)
+        clock.advance(60)
         second = serve_ticket(rt, 1, "S001")
         svc.request(1, second)  # the staff page asks for the second one only
-        d2_clock.advance(cfg.rating.window_seconds - 30)
+        clock.advance(cfg.rating.window_seconds - 30)
         svc.sweep()
         [miss] = journal(rt, "rating.missing")
         assert miss["data"]["ticket"] == first and miss["data"]["reason"] == "not_requested"
         check_schema(miss)
         assert svc.pending_for(1).ticket == second  # untouched by the sweep
         assert svc.submit(tablet(1, Level.SATISFIED, second)).accepted
-        d2_clock.advance(3600)
+        clock.advance(3600)
         svc.sweep()
         assert len(journal(rt, "rating.missing")) == 1
     finally:

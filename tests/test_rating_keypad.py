@@ -11,8 +11,7 @@ from drivers.evaluator import EvaluatorBusDriver
 from drivers.protocols import keypad
 from drivers.sim.evaluator_keys import EvaluatorKeysSim
 from edge.domain.rating import FOUR_KEY, LEVEL_NAMES
-from tests.devices2_fixtures import *  # noqa: F403  (fixtures)
-from tests.devices2_fixtures import check_schema, journal, serve_ticket
+from tests.supervision_fixtures import check_schema, journal, serve_ticket
 from tests.waiting import until
 
 
@@ -50,11 +49,11 @@ def test_key_mapping_matches_the_keypad_codec():
 
 
 @pytest.mark.parametrize("key", [1, 2, 3, 4])
-def test_a_key_frame_gives_the_mapped_level(d2_runtime, d2_services, tmp_path, key):
-    rt = d2_runtime
+def test_a_key_frame_gives_the_mapped_level(runtime, services, tmp_path, key):
+    rt = runtime
 
     async def scenario() -> EvaluatorKeysSim:
-        sim, hw = await rig(rt, d2_services.ratings, tmp_path)
+        sim, hw = await rig(rt, services.ratings, tmp_path)
         try:
             serve_ticket(rt, 13, "S013")
             await until(lambda: any(f == keypad.Func.RATE_PROMPT for f, _ in funcs(sim, 113)))
@@ -79,12 +78,12 @@ def test_a_key_frame_gives_the_mapped_level(d2_runtime, d2_services, tmp_path, k
     assert (keypad.Func.RATE_DONE, bytes([key])) in got
 
 
-def test_refusals_bad_keys_and_unknown_addresses(d2_runtime, d2_services, tmp_path):
-    rt = d2_runtime
+def test_refusals_bad_keys_and_unknown_addresses(runtime, services, tmp_path):
+    rt = runtime
     ack = keypad.Func.ACK
 
     async def scenario() -> EvaluatorKeysSim:
-        sim, hw = await rig(rt, d2_services.ratings, tmp_path)
+        sim, hw = await rig(rt, services.ratings, tmp_path)
         try:
             rt.execute(lambda h: (None, h.login("S014", 14)))
             sim.press(114, 1)  # nothing was asked at window 14
@@ -115,11 +114,11 @@ def test_refusals_bad_keys_and_unknown_addresses(d2_runtime, d2_services, tmp_pa
     assert ok["data"]["level"] == "satisfied"
 
 
-def test_unplug_replug_20_cycles(d2_runtime, d2_services, tmp_path):
-    rt = d2_runtime
+def test_unplug_replug_20_cycles(runtime, services, tmp_path):
+    rt = runtime
 
     async def scenario() -> None:
-        sim, hw = await rig(rt, d2_services.ratings, tmp_path)
+        sim, hw = await rig(rt, services.ratings, tmp_path)
         try:
             for _ in range(20):
                 sim.unplug()

@@ -9,8 +9,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.devices2_fixtures import *  # noqa: F403  (fixtures)
-from tests.devices2_fixtures import ServedBox, check_schema, journal, serve_ticket
+from tests.supervision_fixtures import ServedBox, check_schema, journal, serve_ticket
 
 
 async def recv(ws, kind: str | None = None, timeout: float = 10.0) -> dict:
@@ -27,11 +26,11 @@ async def login(ws, window: int, token: str | None = None) -> dict:
     return await recv(ws)
 
 
-def test_tablet_rating_binds_to_ticket_and_staff(d2_services, d2_runtime):
-    rt = d2_runtime
+def test_tablet_rating_binds_to_ticket_and_staff(services, runtime):
+    rt = runtime
 
     async def scenario() -> None:
-        async with ServedBox(rt, d2_services) as box, \
+        async with ServedBox(rt, services) as box, \
                 websockets.connect(f"{box.ws}/ws/evaluator") as ws:
             welcome = await login(ws, 1)
             assert welcome["type"] == "welcome" and welcome["device"] == "eval-w1"
@@ -74,11 +73,11 @@ def test_tablet_rating_binds_to_ticket_and_staff(d2_services, d2_runtime):
 
 @pytest.mark.parametrize("rule", ["no-request", "wrong-window", "already-rated", "too-late",
                                   "staff-not-logged-in"])
-def test_broken_rules_over_ws_are_refused_and_counted(d2_services, d2_runtime, d2_clock, rule):
-    rt = d2_runtime
+def test_broken_rules_over_ws_are_refused_and_counted(services, runtime, clock, rule):
+    rt = runtime
 
     async def scenario() -> dict:
-        async with ServedBox(rt, d2_services) as box:
+        async with ServedBox(rt, services) as box:
             async with websockets.connect(f"{box.ws}/ws/evaluator") as w1, \
                     websockets.connect(f"{box.ws}/ws/evaluator") as w2:
                 await login(w1, 1)
@@ -98,7 +97,7 @@ def test_broken_rules_over_ws_are_refused_and_counted(d2_services, d2_runtime, d
                                               "level": "satisfied"}))
                     await recv(w1, "accepted")
                 elif rule == "too-late":
-                    d2_clock.advance(rt.config.rating.window_seconds + 5)
+                    clock.advance(rt.config.rating.window_seconds + 5)
                 elif rule == "staff-not-logged-in":
                     rt.execute(lambda h: (None, h.logout(1)))
                 msg = {"type": "submit", "level": "very_satisfied"}
@@ -116,16 +115,16 @@ def test_broken_rules_over_ws_are_refused_and_counted(d2_services, d2_runtime, d
     assert len(ratings) == (1 if rule == "already-rated" else 0)
 
 
-def test_unrated_ticket_ends_unrated_and_tablet_goes_idle(d2_services, d2_runtime, d2_clock):
-    rt = d2_runtime
+def test_unrated_ticket_ends_unrated_and_tablet_goes_idle(services, runtime, clock):
+    rt = runtime
     async def scenario() -> dict:
-        async with ServedBox(rt, d2_services) as box, \
+        async with ServedBox(rt, services) as box, \
                 websockets.connect(f"{box.ws}/ws/evaluator") as ws:
             await login(ws, 3)
             tid = serve_ticket(rt, 3, "S003")
             await recv(ws, "rate")
-            d2_clock.advance(rt.config.rating.window_seconds + 1)
-            await d2_services.ratings.sweep()
+            clock.advance(rt.config.rating.window_seconds + 1)
+            await services.ratings.sweep()
             idle = await recv(ws, "idle")
             assert idle["ticket"] == tid
             return idle
@@ -137,12 +136,12 @@ def test_unrated_ticket_ends_unrated_and_tablet_goes_idle(d2_services, d2_runtim
     assert journal(rt, "rating.submitted") == []
 
 
-def test_every_bad_message_gets_a_clear_error(d2_services, d2_runtime):
-    rt = d2_runtime
+def test_every_bad_message_gets_a_clear_error(services, runtime):
+    rt = runtime
 
     async def scenario() -> list[dict]:
         out = []
-        async with ServedBox(rt, d2_services) as box, \
+        async with ServedBox(rt, services) as box, \
                 websockets.connect(f"{box.ws}/ws/evaluator") as ws:
             for raw in ['{"type": "submit", "level": "satisfied"}',  # before login
                         "not json", "[1, 2]", '{"no": "type"}', '{"type": "dance"}',
@@ -173,11 +172,11 @@ def test_every_bad_message_gets_a_clear_error(d2_services, d2_runtime):
     assert journal(rt, "rating.submitted", "rating.rejected") == []
 
 
-def test_wrong_token_and_brute_force_closes(d2_services, d2_runtime):
-    rt = d2_runtime
+def test_wrong_token_and_brute_force_closes(services, runtime):
+    rt = runtime
 
     async def scenario() -> tuple[list[str], int | None]:
-        async with ServedBox(rt, d2_services) as box, \
+        async with ServedBox(rt, services) as box, \
                 websockets.connect(f"{box.ws}/ws/evaluator") as ws:
             codes = [(await login(ws, 2, "demo-evaluator-1"))["code"]]
             codes.append((await login(ws, 2, "guess"))["code"])
@@ -191,15 +190,15 @@ def test_wrong_token_and_brute_force_closes(d2_services, d2_runtime):
     assert close == 4401
 
 
-def test_staff_page_requests_a_rating_when_auto_request_is_off(d2_config, d2_clock, tmp_path):
+def test_staff_page_requests_a_rating_when_auto_request_is_off(hall_config, clock, tmp_path):
     from edge.config import RatingSection
     from edge.runtime import HallRuntime
 
-    cfg = d2_config.model_copy(update={"rating": RatingSection(auto_request=False)})
+    cfg = hall_config.model_copy(update={"rating": RatingSection(auto_request=False)})
     from edge.assembly import HallServices
     from edge.ratings import RatingService
 
-    rt = HallRuntime.open(cfg, tmp_path / "d", clock=d2_clock)
+    rt = HallRuntime.open(cfg, tmp_path / "d", clock=clock)
     rt.tick()
     services = HallServices(ratings=RatingService(rt, cfg.rating))
 
@@ -232,7 +231,7 @@ def test_staff_page_requests_a_rating_when_auto_request_is_off(d2_config, d2_clo
         rt.close()
 
 
-def test_random_messages_get_frames_never_crash(d2_services, d2_runtime):
+def test_random_messages_get_frames_never_crash(services, runtime):
     """Fuzz the tablet protocol: any text gets one well-formed answer; the session lives on."""
     import threading
 
@@ -240,13 +239,13 @@ def test_random_messages_get_frames_never_crash(d2_services, d2_runtime):
     from hypothesis import strategies as st
     from websockets.sync.client import connect
 
-    rt = d2_runtime
+    rt = runtime
     ready, stop = threading.Event(), threading.Event()
     where: dict[str, str] = {}
 
     def serve() -> None:
         async def main() -> None:
-            async with ServedBox(rt, d2_services) as box:
+            async with ServedBox(rt, services) as box:
                 where["ws"] = box.ws
                 ready.set()
                 while not stop.is_set():
@@ -294,19 +293,19 @@ def test_random_messages_get_frames_never_crash(d2_services, d2_runtime):
     assert journal(rt, "rating.submitted") == []
 
 
-def test_evaluator_page_in_headless_chromium(d2_services, d2_runtime, tmp_path):
+def test_evaluator_page_in_headless_chromium(services, runtime, tmp_path):
     """The plain tablet page logs in over the WebSocket and shows staff, ticket and levels."""
     import shutil
 
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("chromium is not installed (make test installs it)")
-    rt = d2_runtime
+    rt = runtime
     tid = serve_ticket(rt, 2, "S002")
     number = rt.hall.tickets[tid].number
 
     async def scenario() -> str:
-        async with ServedBox(rt, d2_services) as box:
+        async with ServedBox(rt, services) as box:
             proc = await asyncio.create_subprocess_exec(
                 browser, "--headless", "--no-sandbox", "--disable-gpu",
                 f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=5000",
@@ -322,13 +321,13 @@ def test_evaluator_page_in_headless_chromium(d2_services, d2_runtime, tmp_path):
         assert f"<button>{name}</button>" in dom
 
 
-def test_tablet_reconnects_20_times_without_leaks(d2_services, d2_runtime):
+def test_tablet_reconnects_20_times_without_leaks(services, runtime):
     """The tablet's 'unplug': its WebSocket drops; it comes back and still rates."""
-    rt = d2_runtime
+    rt = runtime
     subs_before = len(rt.bus._subs)
 
     async def scenario() -> dict:
-        async with ServedBox(rt, d2_services) as box:
+        async with ServedBox(rt, services) as box:
             for _ in range(20):
                 async with websockets.connect(f"{box.ws}/ws/evaluator") as ws:
                     assert (await login(ws, 7))["type"] == "welcome"

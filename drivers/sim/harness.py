@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from drivers import hall, staff_devices
+from drivers import calling_devices, supervision_devices
 from drivers.base import Link, SharedBus
 from drivers.printer import TicketPrinter
 from drivers.sim.board import BoardBusSim
@@ -45,7 +45,7 @@ def example_config(**devices_override: Any) -> HallConfig:
 
 
 # The device plugins `hallbox run` finds through the package's entry points.
-PLUGINS = (hall.build, staff_devices.build)
+PLUGINS = (calling_devices.build, supervision_devices.build)
 
 
 @dataclass
@@ -113,8 +113,9 @@ class SimHall:
 @contextlib.asynccontextmanager
 async def running_hall(tmp_path: Path, config: HallConfig | None = None,
                        clock: FakeClock | None = None,
-                       plugins: tuple[Any, ...] = (hall.build,)) -> AsyncIterator[SimHall]:
-    """The hall devices by default; pass PLUGINS for the staff devices too."""
+                       plugins: tuple[Any, ...] = (calling_devices.build,),
+                       ) -> AsyncIterator[SimHall]:
+    """The calling devices by default; pass PLUGINS for the supervision devices too."""
     cfg = config or example_config()
     box = build_box(cfg, tmp_path / "data", plugins=plugins, sim=True,
                     clock=clock or FakeClock(MONDAY_0900))

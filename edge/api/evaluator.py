@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edge.api.auth import new_token, require, sha256_hex
 from edge.api.problems import problem
 from edge.assembly import HallServices
-from edge.config.devices_staff import EvaluatorConfig
+from edge.config.supervision_devices import EvaluatorConfig
 from edge.domain.errors import DomainError
 from edge.domain.rating import (
     LEVEL_NAMES,

@@ -14,13 +14,13 @@ from edge.config.api import ApiSection, ApiToken
 from edge.config.base import Strict
 from edge.config.devices import DevicesSection
 from edge.config.devices import cross_check as _devices_cross_check
-from edge.config.devices_staff import cross_check_staff
 from edge.config.hall import HallSection
 from edge.config.mqtt import MqttSection, apply_env_override
 from edge.config.queue import QueuePolicy
 from edge.config.rating import RatingSection
 from edge.config.services import ServiceConfig
 from edge.config.staff import StaffConfig
+from edge.config.supervision_devices import cross_check_staff
 from edge.config.windows import WindowConfig, WindowService
 
 __all__ = [

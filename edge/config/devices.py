@@ -1,7 +1,8 @@
 """[devices]: every device table. Each sub-table is optional; absent means no such devices.
 
-Issue 3 (hall devices I) owns printers, buses, boards, keypads and voice; issue 4 adds its
-evaluators, attendance and fingerprint tables here.
+The calling devices (printers, RS-485 lines, LED boards, keypads, voice) are described in
+edge/config/calling_devices.py; the supervision devices (evaluators, attendance terminals,
+fingerprint sensors) in edge/config/supervision_devices.py.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from edge.config.base import Strict
-from edge.config.devices_hall import (
+from edge.config.calling_devices import (
     BoardConfig,
     BusConfig,
     KeypadConfig,
@@ -17,7 +18,7 @@ from edge.config.devices_hall import (
     VoiceConfig,
     VoiceZone,
 )
-from edge.config.devices_staff import (
+from edge.config.supervision_devices import (
     AttendanceTerminalConfig,
     EvaluatorConfig,
     FingerprintSensorConfig,
@@ -35,7 +36,7 @@ class DevicesSection(Strict):
     boards: list[BoardConfig] = Field(default_factory=list)
     keypads: list[KeypadConfig] = Field(default_factory=list)
     voice: VoiceConfig | None = None
-    # Issue 4 (hall devices II), see edge/config/devices_staff.py.
+    # The supervision devices, see edge/config/supervision_devices.py.
     evaluators: list[EvaluatorConfig] = Field(default_factory=list)
     attendance: list[AttendanceTerminalConfig] = Field(default_factory=list)
     fingerprints: list[FingerprintSensorConfig] = Field(default_factory=list)

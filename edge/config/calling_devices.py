@@ -1,4 +1,4 @@
-"""[devices.*] for the hall devices of issue 3: ticket printers, LED boards, voice, keypads.
+"""[devices.*] for the calling devices: ticket printers, LED boards, voice, caller keypads.
 
 Serial devices name their port by a stable path (/dev/serial/by-id/... or a udev symlink); the
 driver resolves it again on every reconnect, so a replugged adapter with a new /dev/ttyUSBn is

@@ -1,4 +1,5 @@
-"""`hallbox run --sim` wiring of issue 4's devices: simulators up, drivers on them, API on top."""
+"""`hallbox run --sim` wiring of the supervision devices: simulators up, drivers on them, API on
+top."""
 
 from __future__ import annotations
 
@@ -7,18 +8,17 @@ import asyncio
 import httpx
 import pytest
 
-from drivers import hall, staff_devices
-from drivers.staff_devices import build
+from drivers import calling_devices, supervision_devices
+from drivers.supervision_devices import build
 from edge.assembly import BoxContext, HallServices, installed_plugins
 from edge.config import ConfigError, parse_config
 from edge.ratings import RatingService
-from tests.devices2_fixtures import *  # noqa: F403  (fixtures)
-from tests.devices2_fixtures import EXAMPLE_CONFIG, ServedBox, journal
+from tests.supervision_fixtures import EXAMPLE_CONFIG, ServedBox, journal
 from tests.waiting import until
 
 
 def test_hallbox_run_finds_the_device_plugins_through_the_package():
-    assert installed_plugins() == [hall.build, staff_devices.build]
+    assert installed_plugins() == [calling_devices.build, supervision_devices.build]
 
 
 def context(rt, tmp_path) -> BoxContext:
@@ -26,8 +26,8 @@ def context(rt, tmp_path) -> BoxContext:
                       sim=True)
 
 
-def test_simulated_hall_runs_attendance_fingerprints_and_evaluators(d2_runtime, tmp_path):
-    rt = d2_runtime
+def test_simulated_hall_runs_attendance_fingerprints_and_evaluators(runtime, tmp_path):
+    rt = runtime
     ctx = context(rt, tmp_path)
     comps = build(ctx)
 
@@ -102,10 +102,10 @@ def test_config_errors_name_their_key(change, path):
     assert any(i.path == path for i in e.value.issues), [str(i) for i in e.value.issues]
 
 
-def test_fingerprint_enrol_and_login_at_a_window_and_attendance_query(d2_runtime, tmp_path):
+def test_fingerprint_enrol_and_login_at_a_window_and_attendance_query(runtime, tmp_path):
     from drivers.protocols.r30x import Instr
 
-    rt = d2_runtime
+    rt = runtime
     ctx = context(rt, tmp_path)
     comps = build(ctx)
 

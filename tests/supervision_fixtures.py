@@ -1,55 +1,24 @@
-"""Fixtures for the staff-device tests (ratings, evaluators, attendance, fingerprint sensors).
-
-Kept out of conftest.py so parallel branches do not collide; test modules import what they use.
+"""Helpers for the tests of the supervision devices (evaluators, attendance terminals,
+fingerprint sensors) and ratings: journal reads, schema checks, a served box, a served ticket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
-import pytest
 
 from edge.assembly import HallServices
-from edge.clock import FakeClock
-from edge.config import HallConfig
 from edge.domain.rating import Outcome, RatingRequest, Submission
 from edge.ratings import RatingService
 from edge.runtime import HallRuntime
 from tests.conftest import EXAMPLE_CONFIG, MONDAY_0900, ROOT, SHANGHAI
 
-# Star-imported by the test modules: only the fixtures (helpers are imported by name).
-__all__ = ["d2_clock", "d2_config", "d2_runtime", "d2_services"]
 _REEXPORTED = (EXAMPLE_CONFIG, MONDAY_0900, SHANGHAI)  # other test modules import these here
 
 SCHEMAS = ROOT / "edge" / "schemas" / "events"
-
-
-# The core fixtures of tests/conftest.py under the names these tests were written with.
-@pytest.fixture(scope="session")
-def d2_config(hall_config: HallConfig) -> HallConfig:
-    return hall_config
-
-
-@pytest.fixture
-def d2_clock(clock: FakeClock) -> FakeClock:
-    return clock
-
-
-@pytest.fixture
-def d2_runtime(runtime: HallRuntime) -> Iterator[HallRuntime]:
-    yield runtime
-
-
-@pytest.fixture
-def d2_services(d2_runtime: HallRuntime) -> HallServices:
-    """The hall services as the assembly builds them (the rating service, created before the
-    first ticket is finished, as in `hallbox run`)."""
-    assert d2_runtime.config.rating is not None
-    return HallServices(ratings=RatingService(d2_runtime, d2_runtime.config.rating))
 
 
 class SyncRatings:

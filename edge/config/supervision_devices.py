@@ -1,4 +1,5 @@
-"""[[devices.evaluators]], [[devices.attendance]], [[devices.fingerprints]]: issue 4's devices.
+"""[[devices.evaluators]], [[devices.attendance]], [[devices.fingerprints]]: the supervision
+devices (satisfaction, presence, identity).
 
 - Evaluators (评价器) are bound to one window each. A tablet logs in over the WebSocket protocol
   with its window number and its device token (only sha256(token) is stored here). A 4-key
@@ -19,7 +20,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from edge.config.base import Strict
-from edge.config.devices_hall import check_port
+from edge.config.calling_devices import check_port
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}$|^\[[0-9a-fA-F:]+\]$")
@@ -87,7 +88,7 @@ def cross_check_staff(evaluators: list[EvaluatorConfig],
                       buses: set[str], bus_users: dict[tuple[str, int], str],
                       busy_buses: set[str], taken_ids: set[str],
                       staff: set[str] | None = None) -> list[tuple[str, str]]:
-    """References of issue 4's tables: (key path, message) pairs."""
+    """References of the supervision devices' tables: (key path, message) pairs."""
     out: list[tuple[str, str]] = []
     ids = set(taken_ids)
     for table, items in (("evaluators", evaluators), ("attendance", attendance),

@@ -14,7 +14,7 @@ from drivers.protocols import keypad as kp
 from drivers.sim.harness import MONDAY_0900, example_config, running_hall
 from drivers.voice import VoiceDriver, WavSink, number_words, sentence, ticket_words
 from edge.clock import FakeClock
-from edge.config.devices_hall import VoiceConfig
+from edge.config.calling_devices import VoiceConfig
 from edge.runtime import HallRuntime
 
 needs_audio_tools = pytest.mark.skipif(
