@@ -346,3 +346,46 @@ def test_pyzk_live_capture_and_a_cancelled_capture(hall):
     # pyzk's acks of the live events (reply id 65534 bumped to 0) pass the published check.
     assert all(reference_valid(b) for b in frames(bytes(hall.to_terminal)))
     assert all(reference_valid(b) for b in frames(bytes(hall.to_client)))
+
+
+@pytest.fixture(scope="module")
+def fuzz_hall():
+    h = Hall(ZkTerminalSim(USERS))
+    yield h
+    h.close()
+
+
+def _read_packet(sock: object, dec: zk.ZkDecoder, queue: list[zk.ZkPacket]) -> zk.ZkPacket:
+    while not queue:
+        chunk = sock.recv(65536)  # type: ignore[attr-defined]
+        assert chunk, "the terminal closed the connection"
+        queue += dec.feed(chunk)
+    return queue.pop(0)
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.one_of(st.sampled_from([zk.CMD_USERTEMP_RRQ, zk.CMD_ATTLOG_RRQ, zk.CMD_PREPARE_BUFFER,
+                                   zk.CMD_READ_BUFFER, zk.CMD_OPTIONS_RRQ, zk.CMD_OPTIONS_WRQ,
+                                   zk.CMD_SET_TIME, zk.CMD_GET_FREE_SIZES]),
+                 st.integers(0, 0xFFFF)).filter(
+           lambda c: c not in (zk.CMD_EXIT, zk.CMD_ACK_OK, zk.CMD_CONNECT, zk.CMD_REG_EVENT,
+                               zk.CMD_CLEAR_ATTLOG)),
+       st.binary(max_size=64), st.integers(1, 0xFFFE))
+def test_any_request_gets_one_well_formed_answer(fuzz_hall, command, data, reply):
+    """Whatever a client sends after CMD_CONNECT, the terminal stays up and answers once,
+    under the request's reply number (a data request: PREPARE/DATA…/ACK, all under it)."""
+    import socket
+    with socket.create_connection(("127.0.0.1", fuzz_hall.port), timeout=5) as s:
+        dec, queue = zk.ZkDecoder(), []
+        s.sendall(zk.encode(zk.ZkPacket(zk.CMD_CONNECT, 0, 0)))
+        session = _read_packet(s, dec, queue).session
+        s.sendall(zk.encode(zk.ZkPacket(command, session, reply, data)))
+        p = _read_packet(s, dec, queue)
+        assert p.reply == reply
+        if p.command == zk.CMD_PREPARE_DATA:  # a transfer: DATA packets, then ACK_OK
+            while p.command != zk.CMD_ACK_OK:
+                p = _read_packet(s, dec, queue)
+                assert p.reply == reply and p.command in (zk.CMD_DATA, zk.CMD_ACK_OK)
+        s.sendall(zk.encode(zk.ZkPacket(zk.CMD_EXIT, session, reply % 0xFFFE + 1)))
+        assert _read_packet(s, dec, queue).command == zk.CMD_ACK_OK
+        assert not queue and dec.stats.dropped == 0
