@@ -199,3 +199,24 @@ def test_our_encoder_matches_python_escpos_bytes():
     p = Dummy()
     p.hw("INIT")
     assert ours.INIT == p.output
+
+
+commands = st.tuples(st.sampled_from([0x1B, 0x1D, 0x1C, 0x10]), st.integers(0, 255),
+                     st.binary(max_size=12)).map(lambda t: bytes([t[0], t[1]]) + t[2])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(commands, st.binary(max_size=20), st.just(b"A012\n")), max_size=30),
+       st.lists(st.integers(1, 50), max_size=10))
+def test_command_soup_decodes_the_same_in_any_chunking_and_stays_bounded(parts, cuts):
+    raw = b"".join(parts)
+    whole = EscPosDecoder()
+    expect = whole.feed(raw)
+    d, got, i = EscPosDecoder(), [], 0
+    for c in [*cuts, len(raw)]:
+        got += d.feed(raw[i:i + c])
+        i += c
+        assert len(d._buf) <= 8 + ours.RASTER_MAX_BYTES
+    got += d.feed(raw[i:])
+    assert got == expect
+    assert d.stats == whole.stats

@@ -306,6 +306,7 @@ class EscPosDecoder:
             used = self._command(buf, i, n, out)
             if used == 0:  # incomplete: wait for more bytes
                 break
+            self.stats.commands += 1
             i += used
         del buf[:i]
         return out
@@ -327,7 +328,6 @@ class EscPosDecoder:
         if n - i < 2:
             return 0
         b, c = buf[i], buf[i + 1]
-        self.stats.commands += 1
         if b == DLE:
             if c == EOT:
                 if n - i < 3:
@@ -410,7 +410,7 @@ class EscPosDecoder:
                 self._gs1(c, buf[i + 2])
         if args is None:
             return self._unknown()
-        return 2 + args
+        return 2 + args if n - i >= 2 + args else 0
 
     def _unknown(self) -> int:
         self.stats.unknown += 1
