@@ -40,6 +40,8 @@ CUT = b"\x1dVB\x00"  # feed to the cutter, partial cut
 QR_MAX_DATA = 7089  # the largest QR (version 40, numeric); anything longer is not a QR
 RASTER_MAX_BYTES = 72 * 4096  # 576 dots wide, 4096 lines: more is no ticket
 LINE_MAX = 4096
+PAREN_MAX = 1024  # data of an ESC/GS/FS ( function other than graphics
+BIT_IMAGE_MAX_DOTS = 2048  # ESC * columns: wider than any receipt printer's line
 
 STATUS_BASE = 0x12
 
@@ -359,6 +361,9 @@ class EscPosDecoder:
                 if m not in (0, 1, 32, 33):
                     self.stats.unknown += 1
                     return 1
+                if k > BIT_IMAGE_MAX_DOTS:
+                    self.stats.oversized += 1
+                    return 5
                 return self._skip(i, n, 5 + k * (1 if m < 2 else 3))
             if c == 0x44:  # ESC D n1..nk NUL: tab positions
                 end = buf.find(0, i + 2, i + 35)
@@ -399,7 +404,7 @@ class EscPosDecoder:
                 if n - i < 4:
                     return 0
                 ln = buf[i + 2] * buf[i + 3] * 8
-                if ln > RASTER_MAX_BYTES:
+                if buf[i + 2] * buf[i + 3] > 1536:  # the reference's limit: x × y ≤ 1536
                     self.stats.oversized += 1
                     return 4
                 return self._skip(i, n, 4 + ln)
@@ -465,10 +470,18 @@ class EscPosDecoder:
         return self._unknown()
 
     def _paren(self, buf: bytearray, i: int, n: int) -> int:
-        """ESC/GS/FS ( x pL pH and pL+256·pH bytes we do not act on: skipped whole."""
+        """ESC/GS/FS ( x pL pH and pL+256·pH bytes we do not act on: skipped whole.
+
+        Only GS ( L (graphics) carries large data; a larger declaration elsewhere is noise,
+        and trusting it would swallow the tickets behind it."""
         if n - i < 5:
             return 0
-        return self._skip(i, n, 5 + (buf[i + 3] | buf[i + 4] << 8))
+        ln = buf[i + 3] | buf[i + 4] << 8
+        big = buf[i] == GS and buf[i + 2] == 0x4C
+        if ln > (RASTER_MAX_BYTES if big else PAREN_MAX):
+            self.stats.oversized += 1
+            return 5
+        return self._skip(i, n, 5 + ln)
 
     def _barcode(self, buf: bytearray, i: int, n: int) -> int:
         """GS k m …: m 0..6 NUL-terminated data; m 65..79 a length byte, then the data."""
