@@ -6,7 +6,17 @@ punctuation, and many printers print Hanzi only in Hanzi mode.
 
 The decoder is what a printer does with the byte stream; the simulator uses it and tests read
 tickets back through it. It never raises on input: unknown commands and oversized declarations
-are dropped and counted; a command split across reads waits for its remaining bytes.
+are dropped and counted; a command split across reads waits for its remaining bytes. It knows
+the length of every fixed-length ESC, GS, FS and DLE command of the Epson "ESC/POS Command
+Reference for TM printers" (and the variable ones: ESC *, ESC D, GS k, GS v 0, GS 8 L, GS *,
+the ( families), so a command it does not act on is skipped whole, never printed as letters. It
+acts on: ESC ! (font, bold, double height/width, underline), ESC E/G, ESC - (underline),
+ESC M (font), GS B (reverse), ESC { (upside down), GS ! (size), ESC a, FS & / FS ., ESC d/J
+(print the line), GS V and ESC i/m (cut), GS ( k QR, GS v 0 raster, DLE EOT.
+
+Checked against python-escpos (PyPI), an independent encoder: tickets it renders decode with no
+command letters on paper, and our QR, cut and style sequences equal its bytes for the same
+settings (tests/test_printer_interop.py).
 
 Status (``DLE EOT n``, one byte back, bits 1 and 4 always set):
 
@@ -30,6 +40,8 @@ CUT = b"\x1dVB\x00"  # feed to the cutter, partial cut
 QR_MAX_DATA = 7089  # the largest QR (version 40, numeric); anything longer is not a QR
 RASTER_MAX_BYTES = 72 * 4096  # 576 dots wide, 4096 lines: more is no ticket
 LINE_MAX = 4096
+PAREN_MAX = 1024  # data of an ESC/GS/FS ( function other than graphics
+BIT_IMAGE_MAX_DOTS = 2048  # ESC * columns: wider than any receipt printer's line
 
 STATUS_BASE = 0x12
 
@@ -208,6 +220,10 @@ class Line:
     width: int
     height: int
     bold: bool
+    underline: int = 0  # 0 off, 1 or 2 dots thick
+    font: int = 0  # 0 font A, 1 font B, 2 font C
+    reverse: bool = False  # white on black (GS B)
+    upside_down: bool = False
 
 
 @dataclass(frozen=True)
@@ -258,6 +274,10 @@ class EscPosDecoder:
     _w: int = 1
     _h: int = 1
     _bold: bool = False
+    _underline: int = 0
+    _font: int = 0
+    _reverse: bool = False
+    _upside_down: bool = False
     _qr_data: bytes | None = None
     _qr_module: int = 3
 
@@ -288,6 +308,7 @@ class EscPosDecoder:
             used = self._command(buf, i, n, out)
             if used == 0:  # incomplete: wait for more bytes
                 break
+            self.stats.commands += 1
             i += used
         del buf[:i]
         return out
@@ -301,88 +322,187 @@ class EscPosDecoder:
             # Without Hanzi mode a real printer prints code-page symbols: garbage on paper.
             self.stats.bad_text += 1
             s = raw.decode("latin-1")
-        return Line(s, self._align, self._w, self._h, self._bold)
+        return Line(s, self._align, self._w, self._h, self._bold, self._underline, self._font,
+                    self._reverse, self._upside_down)
 
     def _command(self, buf: bytearray, i: int, n: int, out: list[Element]) -> int:
         """Bytes consumed by the command at i; 0 when it is not complete yet."""
         if n - i < 2:
             return 0
         b, c = buf[i], buf[i + 1]
-        self.stats.commands += 1
-        if b == DLE and c == EOT:
-            if n - i < 3:
-                return 0
-            if 1 <= buf[i + 2] <= 4:
-                out.append(StatusQuery(buf[i + 2]))
-            else:
-                self.stats.unknown += 1
-            return 3
-        if b == FS:
+        if b == DLE:
+            if c == EOT:
+                if n - i < 3:
+                    return 0
+                if 1 <= buf[i + 2] <= 4:
+                    out.append(StatusQuery(buf[i + 2]))
+                else:
+                    self.stats.unknown += 1
+                return 3
+            args = DLE_ARGS.get(c)
+        elif b == FS:
             if c == 0x26:
                 self.hanzi = True
-            elif c == 0x2E:
+                return 2
+            if c == 0x2E:
                 self.hanzi = False
-            else:
-                self.stats.unknown += 1
-            return 2
-        if b == ESC:
+                return 2
+            if c == 0x28:
+                return self._paren(buf, i, n)
+            args = FS_ARGS.get(c)
+        elif b == ESC:
             if c == 0x40:
                 self._reset()
                 return 2
-            if c in (0x61, 0x45, 0x64, 0x74, 0x21):
-                if n - i < 3:
+            if c == 0x2A:  # ESC * m nL nH: bit image columns
+                if n - i < 5:
                     return 0
-                v = buf[i + 2]
-                if c == 0x61:
-                    self._align = v % 3 if v < 3 or 48 <= v <= 50 else 0
-                elif c == 0x45:
-                    self._bold = bool(v & 1)
-                elif c == 0x64:
-                    if self._line:
-                        out.append(self._take_line())
-                    # Feeding paper prints nothing worth keeping as text.
-                return 3
-            self.stats.unknown += 1
-            return 1  # drop only ESC itself: the next byte may start a valid command
-        if b == GS:
-            if c == 0x21:
-                if n - i < 3:
-                    return 0
-                v = buf[i + 2]
-                self._w, self._h = (v >> 4) + 1, (v & 0x0F) + 1
-                if self._w > 8 or self._h > 8:
+                m, k = buf[i + 2], buf[i + 3] | buf[i + 4] << 8
+                if m not in (0, 1, 32, 33):
                     self.stats.unknown += 1
-                    self._w, self._h = 1, 1
-                return 3
+                    return 1
+                if k > BIT_IMAGE_MAX_DOTS:
+                    self.stats.oversized += 1
+                    return 5
+                return self._skip(i, n, 5 + k * (1 if m < 2 else 3))
+            if c == 0x44:  # ESC D n1..nk NUL: tab positions
+                end = buf.find(0, i + 2, i + 35)
+                if end < 0:
+                    return 0 if n - i < 35 else 2
+                return end - i + 1
+            if c == 0x28:  # ESC ( x pL pH …
+                return self._paren(buf, i, n)
+            if c in (0x69, 0x6D):  # ESC i / ESC m: (partial) cut
+                self._cut(out)
+                return 2
+            args = ESC_ARGS.get(c)
+            if args is not None and n - i < 2 + args:
+                return 0
+            if args == 1:
+                self._esc1(c, buf[i + 2], out)
+        else:  # GS
             if c == 0x56:
+                return self._gs_cut(buf, i, n, out)
+            if c == 0x28:
                 if n - i < 3:
                     return 0
-                m = buf[i + 2]
-                if m in (65, 66):
-                    if n - i < 4:
-                        return 0
-                    self._cut(out)
-                    return 4
-                if m in (0, 1, 48, 49):
-                    self._cut(out)
-                    return 3
-                self.stats.unknown += 1
-                return 1
-            if c == 0x28:
-                return self._gs_paren(buf, i, n, out)
+                return self._gs_paren(buf, i, n, out) if buf[i + 2] == 0x6B \
+                    else self._paren(buf, i, n)
             if c == 0x76:
                 return self._raster(buf, i, n, out)
-            self.stats.unknown += 1
-            return 1
+            if c == 0x6B:
+                return self._barcode(buf, i, n)
+            if c == 0x38:  # GS 8 L p1..p4 …: graphics with a 32-bit length
+                if n - i < 7:
+                    return 0
+                ln = int.from_bytes(buf[i + 3:i + 7], "little")
+                if buf[i + 2] != 0x4C or ln > RASTER_MAX_BYTES:
+                    self.stats.oversized += 1
+                    return 7 if buf[i + 2] == 0x4C else 1
+                return self._skip(i, n, 7 + ln)
+            if c == 0x2A:  # GS * x y d…: define a downloaded bit image
+                if n - i < 4:
+                    return 0
+                ln = buf[i + 2] * buf[i + 3] * 8
+                if buf[i + 2] * buf[i + 3] > 1536:  # the reference's limit: x × y ≤ 1536
+                    self.stats.oversized += 1
+                    return 4
+                return self._skip(i, n, 4 + ln)
+            args = GS_ARGS.get(c)
+            if args is not None and n - i < 2 + args:
+                return 0
+            if args == 1:
+                self._gs1(c, buf[i + 2])
+        if args is None:
+            return self._unknown()
+        return 2 + args if n - i >= 2 + args else 0
+
+    def _unknown(self) -> int:
         self.stats.unknown += 1
-        return 1
+        return 1  # drop only the prefix: the next byte may start a valid command
+
+    @staticmethod
+    def _skip(i: int, n: int, length: int) -> int:
+        return length if n - i >= length else 0
+
+    def _esc1(self, c: int, v: int, out: list[Element]) -> None:
+        """The one-argument ESC commands that change what is printed."""
+        if c == 0x61:
+            self._align = v % 3 if v < 3 or 48 <= v <= 50 else 0
+        elif c in (0x45, 0x47):  # emphasized / double-strike: both print bold
+            self._bold = bool(v & 1)
+        elif c == 0x21:  # print mode: font, emphasized, double height/width, underline
+            self._font = v & 1
+            self._bold = bool(v & 0x08)
+            self._h = 2 if v & 0x10 else 1
+            self._w = 2 if v & 0x20 else 1
+            self._underline = 1 if v & 0x80 else 0
+        elif c == 0x2D:
+            self._underline = v % 48 if v in (0, 1, 2, 48, 49, 50) else 0
+        elif c == 0x4D:
+            self._font = v % 48 if v in (0, 1, 2, 48, 49, 50) else 0
+        elif c == 0x7B:
+            self._upside_down = bool(v & 1)
+        elif c in (0x64, 0x4A) and self._line:
+            out.append(self._take_line())  # print and feed
+
+    def _gs1(self, c: int, v: int) -> None:
+        if c == 0x21:
+            self._w, self._h = (v >> 4) + 1, (v & 0x0F) + 1
+            if self._w > 8 or self._h > 8:
+                self.stats.unknown += 1
+                self._w, self._h = 1, 1
+        elif c == 0x42:
+            self._reverse = bool(v & 1)
+
+    def _gs_cut(self, buf: bytearray, i: int, n: int, out: list[Element]) -> int:
+        if n - i < 3:
+            return 0
+        m = buf[i + 2]
+        if m in (65, 66, 97, 98, 103, 104):  # cut after feeding n
+            if n - i < 4:
+                return 0
+            self._cut(out)
+            return 4
+        if m in (0, 1, 48, 49):
+            self._cut(out)
+            return 3
+        return self._unknown()
+
+    def _paren(self, buf: bytearray, i: int, n: int) -> int:
+        """ESC/GS/FS ( x pL pH and pL+256·pH bytes we do not act on: skipped whole.
+
+        Only GS ( L (graphics) carries large data; a larger declaration elsewhere is noise,
+        and trusting it would swallow the tickets behind it."""
+        if n - i < 5:
+            return 0
+        ln = buf[i + 3] | buf[i + 4] << 8
+        big = buf[i] == GS and buf[i + 2] == 0x4C
+        if ln > (RASTER_MAX_BYTES if big else PAREN_MAX):
+            self.stats.oversized += 1
+            return 5
+        return self._skip(i, n, 5 + ln)
+
+    def _barcode(self, buf: bytearray, i: int, n: int) -> int:
+        """GS k m …: m 0..6 NUL-terminated data; m 65..79 a length byte, then the data."""
+        if n - i < 4:
+            return 0
+        m = buf[i + 2]
+        if m <= 6:
+            end = buf.find(0, i + 3, i + 3 + 256)
+            if end < 0:
+                if n - i >= 3 + 256:
+                    self.stats.oversized += 1
+                    return 3
+                return 0
+            return end - i + 1
+        if 65 <= m <= 79:
+            return self._skip(i, n, 4 + buf[i + 3])
+        return self._unknown()
 
     def _gs_paren(self, buf: bytearray, i: int, n: int, out: list[Element]) -> int:
         if n - i < 5:
             return 0
-        if buf[i + 2] != 0x6B:
-            self.stats.unknown += 1
-            return 1
         ln = buf[i + 3] | (buf[i + 4] << 8)
         if ln < 2 or ln > QR_MAX_DATA + 3:
             self.stats.oversized += 1
@@ -433,9 +553,26 @@ class EscPosDecoder:
 
     def _reset(self) -> None:
         self._align, self._w, self._h, self._bold = 0, 1, 1, False
+        self._underline, self._font, self._reverse, self._upside_down = 0, 0, False, False
         self.hanzi = False
         self._qr_data = None
         self._qr_module = 3
+
+
+# Argument bytes of the fixed-length commands (Epson ESC/POS Command Reference for TM printers).
+ESC_ARGS: dict[int, int] = {
+    0x0C: 0, 0x20: 1, 0x21: 1, 0x24: 2, 0x25: 1, 0x2D: 1, 0x32: 0, 0x33: 1, 0x3C: 0,
+    0x3D: 1, 0x3F: 1, 0x45: 1, 0x47: 1, 0x4A: 1, 0x4C: 0, 0x4D: 1, 0x52: 1,
+    0x53: 0, 0x54: 1, 0x55: 1, 0x56: 1, 0x57: 8, 0x5C: 2, 0x61: 1, 0x63: 2, 0x64: 1,
+    0x65: 1, 0x70: 3, 0x72: 1, 0x74: 1, 0x75: 1, 0x76: 0, 0x7B: 1,
+}
+GS_ARGS: dict[int, int] = {
+    0x21: 1, 0x24: 2, 0x2F: 1, 0x3A: 0, 0x42: 1, 0x45: 1, 0x48: 1, 0x49: 1, 0x4C: 2,
+    0x50: 2, 0x54: 1, 0x57: 2, 0x5C: 2, 0x5E: 3, 0x61: 1, 0x62: 1, 0x63: 0, 0x66: 1,
+    0x67: 4, 0x68: 1, 0x72: 1, 0x77: 1, 0x7A: 3,
+}
+FS_ARGS: dict[int, int] = {0x21: 1, 0x2D: 1, 0x43: 1, 0x53: 2, 0x57: 1, 0x70: 2}
+DLE_ARGS: dict[int, int] = {0x05: 1, 0x14: 3}
 
 
 def render_text(elements: list[Element], width_chars: int = 32) -> str:

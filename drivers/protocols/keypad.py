@@ -38,6 +38,15 @@ Host → device (``0x80..0xBF``):
 
 The host acknowledges every key and rating frame. The codec is pure: bytes in, frames out;
 anything that is not a whole valid frame is dropped and counted, never raised.
+
+Provenance, honestly: caller keypads and evaluators of Chinese queue systems speak vendor
+protocols that are not published; the FUNC codes above are this box's own contract with the
+keypads it drives, and no independent implementation of them exists. The framing is not ours:
+it is the variable-length frame of IEC 60870-5-1 (FT 1.2: 68 L L 68, user data, arithmetic sum
+mod 256, 16; as also used by M-Bus, EN 13757-2) behind a wake-up byte. The independent M-Bus
+implementation pymeterbus (PyPI) checks it where it can: our 3-byte-body frames parse as its
+control frames with a valid checksum, and the frames it builds decode here
+(tests/test_keypad_board_interop.py).
 """
 
 from __future__ import annotations

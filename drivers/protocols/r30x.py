@@ -11,7 +11,17 @@ Packet (all multi-byte fields big-endian)::
 
 A command's PAYLOAD is the instruction code and its parameters; an acknowledgement's is the
 confirmation code and its results. The box uses: VfyPwd, ReadSysPara, TemplateNum, GenImg,
-Img2Tz (into CharBuffer 1 or 2), RegModel, Store, Search, DeletChar, Empty.
+Img2Tz (into CharBuffer 1 or 2), RegModel, Store, Search, DeletChar, Empty. Standard clients
+also use Match (1:1 of the two buffers → score), LoadChar (library page → buffer), UpChar
+(buffer → host: an ack, then DATA packets of the module's packet size, the last one END),
+DownChar (host → buffer: an ack, then the host's DATA…END packets, no further ack),
+GetRandomCode, SetSysPara (4 baud N×9600, 5 security level 1..5, 6 packet size 32·2^n) and
+ReadIndexTable (page 0..3 → 32 bytes, bit n of byte i = template page·256 + 8i + n).
+
+Source of the layout: the vendor's "R30x Series Fingerprint Identification Module User Manual"
+(Hangzhou Grow / Zhian ZFM series). The independent client pyfingerprint (PyPI) runs its enrol,
+search, upload/download and system-parameter flows against the simulator built on this codec
+(tests/test_r30x_interop.py).
 
 Enrol: GenImg, Img2Tz 1, (lift, place again) GenImg, Img2Tz 2, RegModel, Store 1 → page.
 Identify: GenImg, Img2Tz 1, Search 1 over the library → page and score.
@@ -44,11 +54,16 @@ class Instr(IntEnum):
     REG_MODEL = 0x05
     STORE = 0x06
     LOAD_CHAR = 0x07
+    UP_CHAR = 0x08
+    DOWN_CHAR = 0x09
     DELETE_CHAR = 0x0C
     EMPTY = 0x0D
+    SET_SYS_PARA = 0x0E
     READ_SYS_PARA = 0x0F
     VFY_PWD = 0x13
+    GET_RANDOM_CODE = 0x14
     TEMPLATE_NUM = 0x1D
+    READ_INDEX_TABLE = 0x1F
 
 
 class Confirm(IntEnum):
@@ -62,9 +77,13 @@ class Confirm(IntEnum):
     NOT_FOUND = 0x09
     COMBINE_FAIL = 0x0A
     BAD_LOCATION = 0x0B
+    LOAD_ERROR = 0x0C
+    UPLOAD_ERROR = 0x0D
+    RECEIVE_ERROR = 0x0E
     WRONG_PASSWORD = 0x13
     NO_IMAGE = 0x15
     FLASH_ERROR = 0x18
+    BAD_REGISTER = 0x1A
 
 
 CONFIRM_TEXT = {
@@ -74,8 +93,15 @@ CONFIRM_TEXT = {
     Confirm.NO_MATCH: "fingers do not match", Confirm.NOT_FOUND: "no matching template",
     Confirm.COMBINE_FAIL: "the two images are not the same finger",
     Confirm.BAD_LOCATION: "page out of range", Confirm.WRONG_PASSWORD: "wrong password",
+    Confirm.LOAD_ERROR: "template could not be read", Confirm.UPLOAD_ERROR: "upload failed",
+    Confirm.RECEIVE_ERROR: "cannot receive the data packets",
     Confirm.NO_IMAGE: "no valid image in the buffer", Confirm.FLASH_ERROR: "flash write error",
+    Confirm.BAD_REGISTER: "no such system parameter",
 }
+
+SYS_BAUD, SYS_SECURITY, SYS_PACKET_SIZE = 4, 5, 6  # SetSysPara parameter numbers
+PACKET_SIZES = (32, 64, 128, 256)  # packet size code 0..3
+CHAR_FILE = 512  # bytes of a buffer's character file / template moved by UpChar and DownChar
 
 
 def confirm_text(code: int) -> str:
@@ -142,6 +168,43 @@ def delete(page: int, count: int = 1) -> bytes:
 
 def password(pw: int) -> bytes:
     return struct.pack(">I", pw)
+
+
+def load_char(buffer: int, page: int) -> bytes:
+    return struct.pack(">BH", buffer, page)
+
+
+def sys_para(number: int, value: int) -> bytes:
+    return bytes([number, value])
+
+
+def data_packets(data: bytes, size: int, address: int = DEFAULT_ADDRESS) -> bytes:
+    """A transfer as a module or host sends it: DATA packets of `size` bytes, the last one END."""
+    if size not in PACKET_SIZES:
+        raise ValueError(f"packet size is one of {PACKET_SIZES}, got {size}")
+    if not data:
+        raise ValueError("a transfer carries at least one byte")
+    parts = [data[i:i + size] for i in range(0, len(data), size)]
+    return b"".join(encode(R30xPacket(address, Pid.END if i == len(parts) - 1 else Pid.DATA, part))
+                    for i, part in enumerate(parts))
+
+
+def parse_index_table(page: int, results: bytes) -> list[int]:
+    """ReadIndexTable results (32 bytes) → the used template pages, in order."""
+    if len(results) != 32:
+        raise ValueError(f"an index table page is 32 bytes, got {len(results)}")
+    return [page * 256 + i * 8 + bit for i, byte in enumerate(results) for bit in range(8)
+            if byte >> bit & 1]
+
+
+def index_table(page: int, used: set[int] | list[int]) -> bytes:
+    """The 32-byte ReadIndexTable answer for page 0..3 of a library."""
+    table = bytearray(32)
+    for n in used:
+        if page * 256 <= n < (page + 1) * 256:
+            i = n - page * 256
+            table[i // 8] |= 1 << (i % 8)
+    return bytes(table)
 
 
 def parse_search(results: bytes) -> tuple[int, int]:

@@ -5,9 +5,15 @@ Every TCP packet::
     50 50 82 7D  LEN(u32 LE)  |  CMD(u16) CHECKSUM(u16) SESSION(u16) REPLY(u16)  DATA...
 
 LEN counts the 8-byte ZK header plus DATA. All integers are little-endian. CHECKSUM is the
-zkemsdk sum: 16-bit little-endian words of header+DATA (checksum field zeroed) added with
-end-around folding at 0xFFFF, an odd last byte added alone, then complemented. SESSION is the id
-the terminal gives in its CMD_CONNECT reply; REPLY is the client's counter, echoed in the reply.
+ones' complement of the ones' complement sum (the Internet checksum, RFC 1071, over
+little-endian words): 16-bit words of header+DATA (checksum field zeroed) added with end-around
+carry, an odd last byte added alone as the low byte, then 0xFFFF − sum. SESSION is the id the
+terminal gives in its CMD_CONNECT reply; REPLY is the client's counter, echoed in the reply.
+
+Frames captured from a real terminal (a ZKTeco F19) and published in "Protocol Description of
+ZKTeco's Standalone Devices" (A. Marin, github.com/adrobinoga/zk-protocol, protocol.md and
+sections/*.md) are this codec's test vectors (tests/test_zk_interop.py), and the independent
+client pyzk (PyPI) is run against the simulator built on it.
 
 The conversation the box uses (driver: drivers.attendance):
   CMD_CONNECT → ACK_OK (session id in the header)
@@ -19,8 +25,16 @@ The conversation the box uses (driver: drivers.attendance):
 Records: users 72 bytes (names in the terminal's encoding, GBK on Chinese firmware), stored
 punches 40 bytes, live punches 32 bytes (user id, verify, state, 6-byte time).
 
-Pyzk computes its request checksums before bumping the reply counter; this codec checksums the
-bytes it actually sends and verifies what it receives.
+  Standard clients (the vendor SDK, pyzk) read through the terminal's buffer instead:
+  CMD_PREPARE_BUFFER (1503, "CMD_DATA_WRRQ" in the manual; u8 1, u16 command, u32 fct,
+  u32 ext) → CMD_DATA with the block inline when it is small, else ACK_OK with u8 0, u32 size…;
+  then CMD_READ_BUFFER (1504, "CMD_DATA_RDY"; u32 offset, u32 length) per chunk → PREPARE_DATA,
+  one DATA, ACK_OK under the request's reply number; CMD_FREE_DATA at the end.
+
+Pyzk computes its request checksum before bumping the reply counter and sends the bumped one;
+the two steps cancel (its 0xFFFE − sum over a word one smaller), so its frames are correct. This
+codec checksums the bytes it actually sends and verifies what it receives, in ones' complement
+arithmetic (0x0000 and 0xFFFF are both zero there, so either spelling of a zero sum passes).
 """
 
 from __future__ import annotations
@@ -43,14 +57,29 @@ CMD_ACK_ERROR = 2001
 CMD_ACK_DATA = 2002
 CMD_ACK_UNAUTH = 2005
 CMD_ACK_UNKNOWN = 0xFFFF
+CMD_ACK_ERROR_DATA = 0xFFFB
 CMD_PREPARE_DATA = 1500
 CMD_DATA = 1501
 CMD_FREE_DATA = 1502
+CMD_PREPARE_BUFFER = 1503  # the manual's CMD_DATA_WRRQ: read a data set through the buffer
+CMD_READ_BUFFER = 1504  # the manual's CMD_DATA_RDY: send one chunk of the prepared buffer
 CMD_USERTEMP_RRQ = 9
+CMD_OPTIONS_RRQ = 11
+CMD_OPTIONS_WRQ = 12
 CMD_ATTLOG_RRQ = 13
+CMD_CLEAR_ATTLOG = 15
+CMD_GET_FREE_SIZES = 50
+CMD_STARTVERIFY = 60
+CMD_CANCELCAPTURE = 62
+CMD_STATE_RRQ = 64
 CMD_GET_TIME = 201
+CMD_SET_TIME = 202
 CMD_REG_EVENT = 500
+CMD_REFRESHDATA = 1013
+CMD_REFRESHOPTION = 1014
+CMD_GET_VERSION = 1100
 EF_ATTLOG = 1
+FCT_ATTLOG = 1
 FCT_USER = 5
 
 USER_SIZE = 72
@@ -62,22 +91,25 @@ PUNCH_KINDS = {0: "check_in", 1: "check_out", 2: "break_out", 3: "break_in", 4: 
                5: "overtime_out"}
 
 
-def checksum(buf: bytes) -> int:
-    """zkemsdk checksum of a ZK header + data whose checksum field is zero."""
-    total = 0
+def _sum(buf: bytes) -> int:
+    """Ones' complement sum of little-endian 16-bit words, folded into 0..0xFFFF."""
     n = len(buf) - len(buf) % 2
-    for i in range(0, n, 2):
-        total += buf[i] | buf[i + 1] << 8
-        if total > USHRT_MAX:
-            total -= USHRT_MAX
+    total = sum(struct.unpack_from(f"<{n // 2}H", buf)) if n else 0
     if len(buf) % 2:
         total += buf[-1]
     while total > USHRT_MAX:
-        total -= USHRT_MAX
-    total = ~total
-    while total < 0:
-        total += USHRT_MAX
+        total = (total & USHRT_MAX) + (total >> 16)
     return total
+
+
+def checksum(buf: bytes) -> int:
+    """The checksum of a ZK header + data whose checksum field is zero: 0xFFFF − folded sum."""
+    return USHRT_MAX - _sum(buf)
+
+
+def checksum_ok(body: bytes) -> bool:
+    """A received header + data, checksum in place, sums to ones' complement zero (0xFFFF)."""
+    return _sum(body) == USHRT_MAX
 
 
 @dataclass(frozen=True)
@@ -146,8 +178,8 @@ class ZkDecoder:
                 i = j
                 break
             body = bytes(buf[j + 8:j + 8 + length])
-            cmd, cs, session, reply = struct.unpack_from("<4H", body)
-            if checksum(body[:2] + b"\0\0" + body[4:]) != cs:
+            cmd, _, session, reply = struct.unpack_from("<4H", body)
+            if not checksum_ok(body):
                 self.stats.bad_checksum += 1
                 i = j + 1
                 continue
@@ -196,7 +228,7 @@ class ZkUser:
     privilege: int = 0
     password: str = ""
     card: int = 0
-    group: str = "1"
+    group: int = 1
 
 
 @dataclass(frozen=True)
@@ -220,10 +252,20 @@ def _fixed(text: str, size: int, encoding: str) -> bytes:
     return raw.ljust(size, b"\0")
 
 
+# The 72-byte user record as a real terminal sends it (zk-protocol, sections/data-user.md):
+# slot, permission, password, name, card, group, "own time zones" flag, three time zones, user
+# id. (pyzk reads bytes 40..46 as a group string; on the terminal they are the time zones.)
+USER_FMT = "<HB8s24sIBH6s24s"
+# The 40-byte stored punch: slot, user id, verify mode, time, state, then 8 bytes the captured
+# records show as 00 00 00 00 FF 00 00 00 (zk-protocol, sections/data-record.md).
+ATT_FMT = "<H24sBIB8s"
+ATT_TAIL = b"\0\0\0\0\xff\0\0\0"
+
+
 def pack_users(users: list[ZkUser], encoding: str = "gbk") -> bytes:
     body = b"".join(
-        struct.pack("<HB8s24sIx7sx24s", u.uid, u.privilege, _fixed(u.password, 8, "ascii"),
-                    _fixed(u.name, 24, encoding), u.card, _fixed(u.group, 7, "ascii"),
+        struct.pack(USER_FMT, u.uid, u.privilege, _fixed(u.password, 8, "ascii"),
+                    _fixed(u.name, 24, encoding), u.card, u.group, 0, b"",
                     _fixed(u.user_id, 24, "ascii"))
         for u in users)
     return struct.pack("<I", len(body)) + body
@@ -234,18 +276,17 @@ def unpack_users(data: bytes, encoding: str = "gbk") -> tuple[list[ZkUser], int]
     body, bad = _sized(data, USER_SIZE)
     users = []
     for off in range(0, len(body) - len(body) % USER_SIZE, USER_SIZE):
-        uid, priv, pw, name, card, group, uid_s = struct.unpack_from(
-            "<HB8s24sIx7sx24s", body, off)
+        uid, priv, pw, name, card, group, _, _, uid_s = struct.unpack_from(USER_FMT, body, off)
         user_id = _text(uid_s, "ascii") or str(uid)
         users.append(ZkUser(uid, user_id, _text(name, encoding), priv, _text(pw, "ascii"),
-                            card, _text(group, "ascii")))
+                            card, group))
     return users, bad
 
 
 def pack_attlog(punches: list[ZkPunch]) -> bytes:
     body = b"".join(
-        struct.pack("<H24sBIB8s", p.uid, _fixed(p.user_id, 24, "ascii"), p.status,
-                    encode_time(p.when), p.punch, b"\0" * 8)
+        struct.pack(ATT_FMT, p.uid, _fixed(p.user_id, 24, "ascii"), p.status,
+                    encode_time(p.when), p.punch, ATT_TAIL)
         for p in punches)
     return struct.pack("<I", len(body)) + body
 
@@ -255,7 +296,7 @@ def unpack_attlog(data: bytes) -> tuple[list[ZkPunch], int]:
     body, bad = _sized(data, ATT_SIZE)
     out = []
     for off in range(0, len(body) - len(body) % ATT_SIZE, ATT_SIZE):
-        uid, user_id, status, t, punch, _ = struct.unpack_from("<H24sBIB8s", body, off)
+        uid, user_id, status, t, punch, _ = struct.unpack_from(ATT_FMT, body, off)
         try:
             when = decode_time(t)
         except ValueError:
