@@ -18,7 +18,7 @@ in enumeration again, so a replugged device with a new node or bus address is fo
 failing never touches another link or the queue.
 
 `DeviceHealthReporter` turns up/down/degraded states into ``rt.health.report`` calls with the
-fault grade of DOMAIN.md.
+fault grades A/B/C of docs/hall.md.
 """
 
 from __future__ import annotations

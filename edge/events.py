@@ -1,4 +1,4 @@
-"""The event envelope and its hash chain (the contract in DESIGN.md)."""
+"""The event envelope and its hash chain (the contract; see docs/architecture.md)."""
 
 from __future__ import annotations
 
