@@ -149,6 +149,9 @@ class Supervised:
                 log.info("component %s recovered", self.name)
                 self._report(True, "recovered")
 
+    def watching(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -199,9 +202,9 @@ class Box:
                 log.exception("opening the business day failed; retrying")
 
     def alive(self) -> bool:
-        """For the watchdog: the writer thread and every supervised component live."""
-        return self.store.writer_alive() and all(
-            s.running or s.failed for s in self.supervised)
+        """For the watchdog: the writer thread lives and every supervisor is still watching
+        (a failing device is the supervisors' business, not a reason to restart the box)."""
+        return self.store.writer_alive() and all(s.watching() for s in self.supervised)
 
     async def stop(self) -> None:
         if self._tick is not None:
