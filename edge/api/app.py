@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from edge.api import evaluator, problems
+from edge.api import evaluator, problems, reports
 from edge.api.auth import Principal, identify, new_token, require, sha256_hex
 from edge.assembly import HallServices
 from edge.domain.errors import DomainError
@@ -467,6 +467,7 @@ def create_app(rt: HallRuntime, services: HallServices | None = None) -> FastAPI
         return {"role": who.role, "name": who.name, "window": who.window}
 
     app.include_router(evaluator.router(rt, services))
+    app.include_router(reports.router(rt, services))  # supervision (issue 12)
     if UI_DIR.is_dir():
         app.mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")
     return app

@@ -1,4 +1,4 @@
-"""`hallbox central ingest` and `hallbox central cmd` (wired into edge/cli.py)."""
+"""`hallbox central ingest`, `cmd` and `stats` (wired into edge/cli.py)."""
 
 from __future__ import annotations
 
@@ -69,6 +69,39 @@ def cmd_central_cmd(args: argparse.Namespace) -> int:
     return 0 if reply.get("ok") else 1
 
 
+def cmd_central_stats(args: argparse.Namespace) -> int:
+    """The box's statistics recomputed from the central database, by the same pure module."""
+    from datetime import date
+
+    from edge.central.store import CentralStore
+    from edge.domain import stats
+    from edge.domain.errors import DomainError
+
+    site, sep, box = args.box.partition("/")
+    if not sep:
+        print("BOX is site/box, e.g. gz-tianhe/box-01", file=sys.stderr)
+        return 2
+    try:
+        start, end = date.fromisoformat(args.from_), date.fromisoformat(args.to)
+        stats.check_range(start, end, args.by)
+    except ValueError as e:
+        print(f"--from/--to: {e}", file=sys.stderr)
+        return 2
+    except DomainError as e:
+        print(f"{e.pointer}: {e.detail}", file=sys.stderr)
+        return 2
+    store = CentralStore(args.db)
+    try:
+        lo, hi = stats.day_bounds(start, end, args.tz)
+        types = [t for t in stats.TYPES if t != "attendance.recorded"]
+        envs = store.events_of(site, box, types, lo, hi, always=["attendance.recorded"])
+    finally:
+        store.close()
+    out = stats.compute(envs, tz=args.tz, start=start, end=end, by=args.by)
+    print(json.dumps(out, ensure_ascii=False, indent=2, sort_keys=True))
+    return 0
+
+
 def add_central_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cen = sub.add_parser("central", help="the reference central side")
     csub = cen.add_subparsers(dest="central_cmd", required=True)
@@ -100,3 +133,11 @@ def add_central_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
     cmd.add_argument("--timeout", type=float, default=10.0)
     cmd.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
     cmd.set_defaults(fn=cmd_central_cmd)
+    st = csub.add_parser("stats", help="a box's statistics from the central database")
+    st.add_argument("--db", required=True, help="postgresql://... or a SQLite file path")
+    st.add_argument("box", help="site/box")
+    st.add_argument("--from", dest="from_", required=True, help="YYYY-MM-DD (hall date)")
+    st.add_argument("--to", required=True, help="YYYY-MM-DD, at most a year after --from")
+    st.add_argument("--by", default="window", help="window, staff, service, day or month")
+    st.add_argument("--tz", default="Asia/Shanghai", help="the hall's time zone")
+    st.set_defaults(fn=cmd_central_stats)

@@ -304,6 +304,19 @@ class CentralStore:
         self._end_read()
         return [json.loads(r[0]) for r in rows]
 
+    def events_of(self, site: str, box: str, types: Sequence[str], ts_from: str,
+                  ts_to: str, always: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """One box's events of `types` with `ts_from <= ts < ts_to` (text order: the box writes
+        one UTC offset), plus every event of the `always` types; in seq order."""
+        every = [*types, *always]
+        q = (f"SELECT envelope FROM events WHERE site=? AND box=? AND type IN "
+             f"({','.join('?' * len(every))}) AND ((ts >= ? AND ts < ?)"
+             + (f" OR type IN ({','.join('?' * len(always))})" if always else "")
+             + ") ORDER BY seq")
+        rows = self._x(q, (site, box, *every, ts_from, ts_to, *always)).fetchall()
+        self._end_read()
+        return [json.loads(r[0]) for r in rows]
+
     def stored_by(self) -> dict[str, int]:
         rows = self._x("SELECT ingest, count(*) FROM events GROUP BY ingest").fetchall()
         self._end_read()

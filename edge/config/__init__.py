@@ -10,7 +10,9 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from edge.config.alerts import AlertsSection, cross_check_alerts
 from edge.config.api import ApiSection, ApiToken
+from edge.config.attendance import AttendanceSection, cross_check_attendance
 from edge.config.base import Strict
 from edge.config.devices import DevicesSection
 from edge.config.devices import cross_check as _devices_cross_check
@@ -24,7 +26,8 @@ from edge.config.supervision_devices import cross_check_staff
 from edge.config.windows import WindowConfig, WindowService
 
 __all__ = [
-    "ApiSection", "ApiToken", "ConfigError", "ConfigIssue", "DevicesSection", "HallConfig",
+    "AlertsSection", "ApiSection", "ApiToken", "AttendanceSection", "ConfigError",
+    "ConfigIssue", "DevicesSection", "HallConfig",
     "HallSection", "MqttSection",
     "QueuePolicy", "ServiceConfig", "StaffConfig", "WindowConfig", "WindowService",
     "load_config", "parse_config",
@@ -41,6 +44,9 @@ class HallConfig(Strict):
     devices: DevicesSection | None = None  # absent: no devices driven by this box
     rating: RatingSection | None = None
     mqtt: MqttSection | None = None  # absent (and no HALLBOX_MQTT_URL): no link
+    # Supervision (issue 12): absent [attendance] takes [hall] hours; [alerts] has defaults.
+    attendance: AttendanceSection | None = None
+    alerts: AlertsSection = Field(default_factory=AlertsSection)
 
     def service(self, code: str) -> ServiceConfig:
         return next(s for s in self.services if s.code == code)
@@ -113,6 +119,11 @@ def _cross_check(cfg: HallConfig) -> list[ConfigIssue]:
             issues.append(ConfigIssue(
                 f"services[{i}].code",
                 f"no window serves {s.code!r}; its tickets would never be called"))
+    # Supervision (issue 12).
+    if cfg.attendance is not None:
+        issues += [ConfigIssue(p, m) for p, m in cross_check_attendance(
+            cfg.attendance, {s.id for s in cfg.staff})]
+    issues += [ConfigIssue(p, m) for p, m in cross_check_alerts(cfg.alerts, codes)]
     if cfg.devices is not None:
         issues += [ConfigIssue(p, m) for p, m in _devices_cross_check(cfg.devices, numbers)]
         issues += [ConfigIssue(p, m) for p, m in _staff_devices_check(cfg.devices, numbers,

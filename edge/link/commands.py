@@ -257,23 +257,6 @@ def cmd_attendance_pull(ctx: CommandContext, args: dict[str, Any]) -> dict[str, 
             "truncated": truncated, "records": records}
 
 
-class SpotcheckArgs(Args):
-    window: int | None = Field(default=None, ge=1, le=9999)
-    staff: str | None = Field(default=None, min_length=1, max_length=32)
-    note: str | None = Field(default=None, max_length=200)
-
-
-async def cmd_spotcheck_start(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
-    """Plumbing only: the rules of a spot check come with the supervision issue."""
-    a = _args(SpotcheckArgs, args)
-    if a.window is not None and a.window not in {w.number for w in ctx.rt.config.windows}:
-        raise CommandError("bad-args", f"unknown window {a.window}")
-    data: dict[str, Any] = {"command_id": ctx.command_id}
-    data.update({k: v for k, v in a.model_dump().items() if v is not None})
-    env = await ctx.rt.record([DomainEvent("spotcheck.started", data)])
-    return {"seq": env[0]["seq"]}
-
-
 class DisplayArgs(Args):
     text: str = Field(min_length=1, max_length=200)
     seconds: int = Field(default=60, ge=5, le=86400)
@@ -343,10 +326,10 @@ def cmd_health_get(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def builtin_commands() -> dict[str, Handler]:
-    """A fresh handler table with the box's own commands; features add theirs to it."""
+    """A fresh handler table with the box's own commands; features add theirs to it
+    (supervision: spotcheck.start, attendance.summary, stats.get)."""
     table: dict[str, Handler] = {}
     for name, fn in (("replay", cmd_replay), ("attendance.pull", cmd_attendance_pull),
-                     ("spotcheck.start", cmd_spotcheck_start),
                      ("display.message", cmd_display_message),
                      ("appointments.push", cmd_appointments_push),
                      ("config.get", cmd_config_get), ("health.get", cmd_health_get)):
