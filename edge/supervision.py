@@ -358,8 +358,10 @@ class Supervision:
 
     def month_summary(self, month: str, pointer: str = "/query/month") -> MonthSummary:
         first, _ = self.check_month(month, pointer)
+        row = self.rt.store.db.execute("SELECT min(ts) FROM journal").fetchone()
+        since = self._day_of(row[0]) if row and row[0] else self._today()
         return self.rules.month_summary(month, self.punches(first), self.leaves,
-                                        self.rt.clock.now())
+                                        self.rt.clock.now(), since)
 
     # ---- statistics ------------------------------------------------------------------------
     def stats(self, start: date, end: date, by: str) -> dict[str, Any]:

@@ -27,7 +27,8 @@ class SpotcheckArgs(Args):
 
 
 def _refuse(e: DomainError) -> CommandError:
-    where = (e.pointer or "").lstrip("/").replace("/", ".")
+    # The API's pointer (/query/to, /body/staff) names the same field as the command's args.
+    where = (e.pointer or "").rsplit("/", 1)[-1]
     return CommandError("bad-args" if e.kind in ("invalid", "not_found") else e.code,
                         f"{where}: {e.detail}" if where else e.detail)
 

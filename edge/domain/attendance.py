@@ -270,14 +270,15 @@ class AttendanceRules:
         return out
 
     def month_summary(self, month: str, punches: Iterable[Punch], leaves: Iterable[Leave],
-                      now: datetime) -> MonthSummary:
+                      now: datetime, since: date | None = None) -> MonthSummary:
+        """Days before `since` (when the box began recording) are not judged: no data is not
+        an absence."""
         first, last = month_range(month)
-        recs = self.records(first, last, punches, leaves, now)
-        rows: dict[str, SummaryRow] = {}
+        recs = self.records(max(first, since or first), last, punches, leaves, now)
+        rows: dict[str, SummaryRow] = {
+            s: SummaryRow(s, st.name, st.department, people=1) for s, st in self.staff.items()}
         for r in recs:
-            st = self.staff[r.staff]
-            row = rows.setdefault(r.staff, SummaryRow(r.staff, st.name, st.department))
-            row.add(r)
+            rows[r.staff].add(r)
         depts: dict[str, SummaryRow] = {}
         for row in rows.values():
             depts.setdefault(row.department, SummaryRow("", "", row.department)).merge(row)
@@ -336,7 +337,6 @@ class SummaryRow:
     people: int = 0
 
     def add(self, r: DailyRecord) -> None:
-        self.people = 1
         if not r.counted:
             return
         self.workdays += 1
