@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import datetime
+
+import pytest
+
+from drivers.attendance import AttendanceDriver
+from drivers.protocols import zk
+from drivers.sim.zk_terminal import ZkTerminalSim
+from edge.config.devices_staff import AttendanceTerminalConfig
+from edge.domain.errors import DomainError
 from edge.domain.model import DomainEvent
 from edge.domain.rating import Level, Submission
 from edge.ratings import RatingService
@@ -9,6 +19,7 @@ from edge.runtime import HallRuntime
 from edge.supervision import Supervision
 from tests.floor_supervision_fixtures import *  # noqa: F403  (fixtures)
 from tests.floor_supervision_fixtures import at, check_schemas, journal, punch
+from tests.waiting import until
 
 
 def records(rt: HallRuntime, staff: str) -> list[dict]:
@@ -229,3 +240,43 @@ def test_make_up_working_day(sup_rt: HallRuntime, sup: Supervision) -> None:
     s1 = next(r for r in week["rows"] if r["key"] == "S001")
     # Mon-Thu and Sat are working days; S001 punched only on Saturday.
     assert s1["attendance_rate"] == 20.0
+
+
+def test_a_day_of_punches_over_the_zk_wire(sup_rt: HallRuntime, sup: Supervision) -> None:
+    """Punches made at a ZKTeco terminal simulator (the protocol's bytes over loopback TCP),
+    some stored while the box was away, judged into the day's records."""
+    rt = sup_rt
+    cfg = AttendanceTerminalConfig(id="zk-entrance", host="127.0.0.1", timeout_ms=1000,
+                                   users={"1001": "S001", "1002": "S002"})
+    users = [zk.ZkUser(1, "1001", "王芳"), zk.ZkUser(2, "1002", "李娜")]
+
+    async def scenario() -> None:
+        sim = ZkTerminalSim(users)
+        await sim.start()
+        # Made before the box connects: pulled from the terminal's log.
+        sim.punch("1001", datetime(2026, 11, 23, 8, 21))
+        sim.punch("1002", datetime(2026, 11, 23, 8, 52))
+        drv = AttendanceDriver(rt, cfg, endpoint=sim.endpoint)
+        await drv.start()
+        try:
+            await asyncio.wait_for(drv.synced.wait(), 10)
+            for uid, hh, mm in (("1001", 12, 1), ("1001", 13, 28), ("1001", 17, 33),
+                                ("1002", 12, 5), ("1002", 13, 31), ("1002", 17, 30)):
+                sim.punch(uid, datetime(2026, 11, 23, hh, mm), punch=1 if hh != 13 else 0)
+            await until(lambda: len(journal(rt, "punch.recorded")) == 8)
+        finally:
+            await drv.stop()
+            await sim.stop()
+
+    asyncio.run(scenario())
+    rt.clock.set(at(23, 18, 0))  # type: ignore[attr-defined]
+    sup.tick()
+    assert records(rt, "S001")[0]["statuses"] == ["on_time"]
+    s2 = records(rt, "S002")[0]
+    assert s2["statuses"] == ["late"] and s2["late_minutes"] == 22
+    assert [p["source"] for p in (e["data"] for e in journal(rt, "punch.recorded"))][:2] == [
+        "stored", "stored"]
+    # One staff member at two windows stays refused.
+    rt.execute(lambda h: (None, h.login("S001", 1)))
+    with pytest.raises(DomainError):
+        rt.execute(lambda h: (None, h.login("S001", 2)))

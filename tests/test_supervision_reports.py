@@ -159,3 +159,53 @@ def test_bad_input_is_refused_with_pointer_and_changes_nothing(sup_rt: HallRunti
         assert rt.store.head_seq == head  # nothing journalled by any refusal
         assert c.post(lv, headers=MANAGER, json=good).status_code == 201
         assert journal(rt, "leave.recorded")[0]["data"]["by"] == "manager"
+
+
+def test_alerts_and_console_prompt_over_http(sup_rt: HallRuntime) -> None:
+    from edge.domain.rating import Level, Submission
+    from edge.ratings import RatingService
+
+    rt = sup_rt
+    rt.clock.set(at(23, 9, 0))  # type: ignore[attr-defined]
+    svc = Supervision.of(rt)
+    with TestClient(create_app(rt)) as c:
+        r = c.post("/api/v1/sessions", json={"staff_id": "S001", "pin": "8001", "window": 1})
+        staff = {"authorization": f"Bearer {r.json()['token']}"}
+        rt.execute(lambda h: h.issue("SHMS"))
+        for step in ("call-next", "start", "finish"):
+            assert c.post(f"/api/v1/windows/1/{step}", headers=staff).status_code == 200
+        ratings = RatingService.of(rt)
+        assert ratings is not None
+        ratings.submit(Submission(1, Level.VERY_DISSATISFIED, "tablet", "eval-w1",
+                                  reason="服务态度差"))
+        rt.execute(lambda h: h.issue("TZJS"))  # nobody at windows 6 and 7
+        svc.tick()  # first seen unattended now
+        rt.clock.advance(minutes=6)  # type: ignore[attr-defined]
+        svc.tick()
+        alerts = c.get("/api/v1/alerts", headers=staff).json()["alerts"]
+        kinds = [(a["kind"], a["level"]) for a in alerts]
+        assert kinds[0] == ("bad_rating", "red")  # red first
+        assert ("window_unattended", "yellow") in kinds
+        bad = alerts[0]
+        assert bad["reason"] == "服务态度差" and bad["staff"] == "S001"
+        unattended = next(a for a in alerts if a["kind"] == "window_unattended")
+        ack = "/api/v1/alerts/{}/acknowledge"
+        assert c.post(ack.format(bad["alert"]), headers=staff).status_code == 403
+        assert_problem(c.post(ack.format("nope"), headers=MANAGER), 404, "unknown-alert",
+                       "/path/alert")
+        assert_problem(c.post(ack.format(unattended["alert"]), headers=MANAGER), 409,
+                       "alert-is-a-condition", "/path/alert")
+        r = c.post(ack.format(bad["alert"]), headers=MANAGER)
+        assert r.status_code == 200 and r.json()["by"] == "manager"
+        assert "bad_rating" not in [a["kind"] for a in
+                                    c.get("/api/v1/alerts", headers=CENTRAL).json()["alerts"]]
+
+        # The console of window 1 sees a running spot check; window 2's staff may not look.
+        assert c.get("/api/v1/windows/1/spotcheck", headers=staff).json()["running"] is None
+        _, events = svc.spot.start(rt.hall, "SC-t", window=1, staff=None,
+                                   deadline=rt.clock.now() + timedelta(minutes=2))
+        rt.emit(events)
+        running = c.get("/api/v1/windows/1/spotcheck", headers=staff).json()["running"]
+        assert running["check"] == "SC-t" and running["staff"] == "S001"
+        assert c.get("/api/v1/windows/2/spotcheck", headers=staff).status_code == 403
+    check_schemas(rt)

@@ -93,6 +93,19 @@ def router(rt: HallRuntime) -> APIRouter:
         who = require(request, rt, "manager")
         return svc().acknowledge(alert, who.name)
 
+    @r.get("/windows/{window}/spotcheck")
+    async def window_spot_check(window: Annotated[int, PathParam(ge=1, le=9999)],
+                                request: Request) -> dict[str, Any]:
+        """What the window's console shows: a running check asks for the finger now."""
+        who = require(request, rt, "staff", "manager", "central")
+        if who.role == "staff" and who.window != window:
+            from edge.domain.errors import DomainError
+
+            raise DomainError("forbidden", "not-your-window",
+                              f"your session is for window {who.window}", "/path/window")
+        running = [c.view(rt.hall) for c in svc().spot.running() if c.window == window]
+        return {"window": window, "running": running[0] if running else None}
+
     @r.post("/spotchecks")
     async def spot_check(body: SpotCheckRequest, request: Request) -> dict[str, Any]:
         """Runs until the staff member verified or the deadline passed (≤ 30 minutes)."""
