@@ -69,7 +69,7 @@ class Supervision:
                    if f.window is not None}
         self.spot = SpotChecks(rt.clock, sensors)
         self.paused_since: dict[int, datetime] = {}
-        self.unattended_since: dict[int, datetime] = {}
+        self.left_at: dict[int, datetime] = {}  # when the window's last staff member left
         self.clocked_in: dict[date, set[str]] = {}
         self.flagged: set[tuple[Any, ...]] = set()
         self.refused: Counter[tuple[date, int]] = Counter()
@@ -196,8 +196,11 @@ class Supervision:
             self.paused_since[d["window"]] = datetime.fromisoformat(env["ts"])
         elif t in ("window.resumed", "staff.logged_out"):
             self.paused_since.pop(d["window"], None)
+            if t == "staff.logged_out":
+                self.left_at[d["window"]] = datetime.fromisoformat(env["ts"])
         elif t == "day.opened":
             self.paused_since.clear()
+            self.left_at.clear()
         return out
 
     def _refusals(self, day: date, window: int, replay: bool) -> list[DomainEvent]:
@@ -233,17 +236,17 @@ class Supervision:
                                    f"({len(waiting)} waiting)", {"service": code}))
         for n, w in sorted(h.windows.items()):
             services = [s.service for s in h.window_cfg[n].services]
-            waiting = sum(len(h.waiting(s)) for s in services)
+            queued = [t.queued_at for s in services for t in h.waiting(s)]
+            waiting = len(queued)
             if w.staff is None and waiting and any(h.is_open(s) for s in services):
-                since = self.unattended_since.setdefault(n, now)
+                # Unattended since people began waiting for it, or since its staff left.
+                since = max([min(queued), *([self.left_at[n]] if n in self.left_at else [])])
                 mins = int((now - since).total_seconds() // 60)
                 out.append(Observation(
                     AlertKind.UNATTENDED, f"window:{n}", mins, a.unattended_minutes.yellow,
                     a.unattended_minutes.red,
                     f"window {n}: {waiting} waiting for its services, nobody logged in for "
                     f"{mins} min", {"window": n}))
-            else:
-                self.unattended_since.pop(n, None)
             if w.paused and n in self.paused_since:
                 mins = int((now - self.paused_since[n]).total_seconds() // 60)
                 out.append(Observation(

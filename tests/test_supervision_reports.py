@@ -179,7 +179,6 @@ def test_alerts_and_console_prompt_over_http(sup_rt: HallRuntime) -> None:
         ratings.submit(Submission(1, Level.VERY_DISSATISFIED, "tablet", "eval-w1",
                                   reason="服务态度差"))
         rt.execute(lambda h: h.issue("TZJS"))  # nobody at windows 6 and 7
-        svc.tick()  # first seen unattended now
         rt.clock.advance(minutes=6)  # type: ignore[attr-defined]
         svc.tick()
         alerts = c.get("/api/v1/alerts", headers=staff).json()["alerts"]
