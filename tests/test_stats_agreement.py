@@ -164,3 +164,17 @@ def test_stats_get_refusals(two_days: HallRuntime) -> None:
     assert r["ok"]
     s1 = next(x for x in r["result"]["staff"] if x["staff"] == "S001")
     assert s1["workdays"] == 2 and s1["attendance_rate"] == 100.0
+
+
+def test_central_stats_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "c.db")
+    assert main(["central", "stats", "--db", db, "no-slash", "--from", "2026-11-01",
+                 "--to", "2026-11-02"]) == 2
+    assert main(["central", "stats", "--db", db, "t/b", "--from", "2026-11-01",
+                 "--to", "2028-11-02"]) == 2
+    assert "/query/to" in capsys.readouterr().err
+    assert main(["central", "stats", "--db", db, "t/b", "--from", "2026-11-31",
+                 "--to", "2026-12-02"]) == 2
+    assert main(["central", "stats", "--db", db, "t/b", "--from", "2026-11-01",
+                 "--to", "2026-11-02", "--by", "hour"]) == 2
+    assert not (tmp_path / "c.db").exists()  # refused before touching the database
