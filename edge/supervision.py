@@ -100,6 +100,16 @@ class Supervision:
         return [json.loads(r[0]) for r in self.rt.store.db.execute(sql, args)]
 
     def _restore(self) -> None:
+        """Everything this service knows, rebuilt from the journal (at start, and after a
+        failed commit, so memory never runs ahead of what is on disk)."""
+        self.paused_since.clear()
+        self.left_at.clear()
+        self.clocked_in.clear()
+        self.flagged.clear()
+        self.refused.clear()
+        self.accepted.clear()
+        self.recorded.clear()
+        self.recheck.clear()
         self.board.restore(self._journal(("alert.raised", "alert.cleared")))
         self.leaves = [lv for e in self._journal(("leave.recorded",))
                        if (lv := leave_from_event(e)) is not None]
@@ -109,7 +119,8 @@ class Supervision:
             d = e["data"]
             self.recorded[(d["staff"], date.fromisoformat(d["date"]))] = d
         if self.recorded:
-            self.judged_upto = max(k[1] for k in self.recorded)
+            # The last recorded date again: staff on a later-ending schedule may be unjudged.
+            self.judged_upto = max(k[1] for k in self.recorded) - timedelta(days=1)
         else:
             row = self.rt.store.db.execute("SELECT min(ts) FROM journal").fetchone()
             first = self._day_of(row[0]) if row and row[0] else today

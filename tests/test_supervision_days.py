@@ -280,3 +280,21 @@ def test_a_day_of_punches_over_the_zk_wire(sup_rt: HallRuntime, sup: Supervision
     rt.execute(lambda h: (None, h.login("S001", 1)))
     with pytest.raises(DomainError):
         rt.execute(lambda h: (None, h.login("S001", 2)))
+
+
+def test_restart_between_two_schedules_ends(sup_rt: HallRuntime, sup: Supervision) -> None:
+    """S007's day ends at 17:00, the others' at 17:35: a restart in between still judges the
+    others once, and never journals S007's record twice."""
+    rt = sup_rt  # nobody punches: a replayed punch must not be what triggers the judging
+    rt.clock.set(at(23, 17, 10))  # type: ignore[attr-defined]
+    sup.tick()
+    assert [d["staff"] for d in (e["data"] for e in journal(rt, "attendance.recorded"))] == [
+        "S007"]
+    rt.bus._subs.clear()  # the old service is gone
+    again = Supervision(rt)
+    rt.clock.set(at(23, 17, 40))  # type: ignore[attr-defined]
+    again.tick()
+    staff = [e["data"]["staff"] for e in journal(rt, "attendance.recorded")]
+    assert sorted(staff) == sorted(s.id for s in rt.config.staff)
+    again.tick()
+    assert len(journal(rt, "attendance.recorded")) == len(rt.config.staff)
