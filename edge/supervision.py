@@ -111,6 +111,8 @@ class Supervision:
         self.recorded.clear()
         self.recheck.clear()
         self.board.restore(self._journal(("alert.raised", "alert.cleared")))
+        self.spot.restore(self._journal(("spotcheck.started", "spotcheck.result"),
+                                        (self._today() - timedelta(days=1)).isoformat()))
         self.leaves = [lv for e in self._journal(("leave.recorded",))
                        if (lv := leave_from_event(e)) is not None]
         today = self._today()

@@ -150,3 +150,29 @@ def test_refusals_change_nothing(hall) -> None:
     c, events = checks.start(hall, "c4", window=1, staff=None, deadline=soon)
     clock.advance(minutes=3)
     assert checks.sweep(hall)[0].data["result"] == "timeout"
+
+
+def test_a_check_running_through_a_restart_ends_once(tmp_path) -> None:
+    from edge.clock import FakeClock
+
+    cfg = parse_config(raw_config())
+    clock = FakeClock(at(23, 9, 0))
+    rt = HallRuntime(cfg, tmp_path / "data", clock=clock)
+    rt.tick()
+    rt.execute(lambda h: (None, h.login("S001", 1)))
+    svc = Supervision(rt)
+    _, events = svc.spot.start(rt.hall, "SC-r", window=1, staff=None,
+                               deadline=clock.now() + timedelta(minutes=2))
+    rt.emit(events)
+    rt.close()  # the box stops before the check ends
+    rt = HallRuntime(cfg, tmp_path / "data", clock=clock)
+    again = Supervision(rt)
+    assert [c.id for c in again.spot.running()] == ["SC-r"]
+    again.tick()
+    assert journal(rt, "spotcheck.result") == []
+    clock.advance(minutes=3)
+    again.tick()
+    again.tick()
+    [r] = journal(rt, "spotcheck.result")
+    assert r["data"]["check"] == "SC-r" and r["data"]["result"] == "timeout"
+    rt.close()

@@ -24,6 +24,7 @@ from edge.domain.queue import Hall
 from edge.events import rfc3339
 
 MAX_DEADLINE = timedelta(minutes=30)
+KEEP_ENDED = 200  # ended checks kept in memory for lookups; the journal has them all
 
 
 class SpotState(StrEnum):
@@ -122,7 +123,22 @@ class SpotChecks:
              detail: str) -> list[DomainEvent]:
         c.state, c.identified, c.detail = state, identified, detail
         c.ended_at = self.clock.now()
+        ended = [k for k, x in self.checks.items() if x.state != SpotState.STARTED]
+        for k in ended[:-KEEP_ENDED]:
+            del self.checks[k]
         return [DomainEvent("spotcheck.result", c.view(hall))]
+
+    def restore(self, envelopes: list[dict[str, Any]]) -> None:
+        """Checks started but not ended before a restart run on (and time out by the sweep)."""
+        self.checks.clear()
+        for env in envelopes:
+            d = env["data"]
+            if env["type"] == "spotcheck.started" and "check" in d:
+                self.checks[d["check"]] = SpotCheck(
+                    d["check"], d.get("window"), d.get("staff"), d.get("sensor"),
+                    datetime.fromisoformat(d["deadline"]), datetime.fromisoformat(env["ts"]))
+            elif env["type"] == "spotcheck.result":
+                self.checks.pop(d["check"], None)
 
     def identified(self, hall: Hall, check_id: str, staff: str | None,
                    detail: str = "") -> list[DomainEvent]:
