@@ -4,7 +4,7 @@ schedules and calendars with their key paths."""
 from __future__ import annotations
 
 import random
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -153,3 +153,24 @@ def test_config_refusals_name_the_key() -> None:
                                                                           "red": 2}}}))
     paths = {i.path for i in e.value.issues}
     assert "alerts.longest_wait_minutes" in paths
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=12) | st.just("２０２６-１１"))
+def test_month_and_date_parsers_refuse_cleanly(text: str) -> None:
+    """Any text: a month range or a DomainError with its pointer, nothing else."""
+    from edge.domain.stats import parse_date
+
+    try:
+        first, last = month_range(text)
+    except DomainError as e:
+        assert e.pointer == "/query/month" and e.code == "bad-month"
+    else:
+        assert first.day == 1 and (last + timedelta(days=1)).day == 1
+        assert text == first.strftime("%Y-%m")
+    try:
+        d = parse_date(text, "/query/from")
+    except DomainError as e:
+        assert e.pointer == "/query/from"
+    else:
+        assert isinstance(d, date)

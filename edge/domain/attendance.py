@@ -22,6 +22,7 @@ A day is judged only once it is over (`closed`): after the last period's end plu
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -301,10 +302,9 @@ def _clock(s: int | None) -> str | None:
 def month_range(month: str, pointer: str = "/query/month") -> tuple[date, date]:
     """'2026-11' -> (2026-11-01, 2026-11-30); anything else is refused."""
     try:
-        y, m = month.split("-")
-        if len(y) != 4 or len(m) != 2:
+        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}", month):  # ASCII digits only
             raise ValueError
-        first = date(int(y), int(m), 1)
+        first = date(int(month[:4]), int(month[5:]), 1)
     except ValueError:
         raise DomainError("invalid", "bad-month", f"month must be YYYY-MM, got {month!r}",
                           pointer) from None
