@@ -21,15 +21,17 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from edge.assembly import HallServices
 from edge.clock import FakeClock
 from edge.config import load_config
 from edge.domain import stats
 from edge.domain.model import DomainEvent
 from edge.domain.rating import Level, Submission
 from edge.events import rfc3339
+from edge.link.commands import builtin_commands
 from edge.ratings import RatingService
 from edge.runtime import HallRuntime
-from edge.supervision import Supervision
+from edge.supervision import Supervision, install
 
 ROOT = Path(__file__).resolve().parents[1]
 TZ = ZoneInfo("Asia/Shanghai")
@@ -51,13 +53,14 @@ def timed(fn: object, n: int = 5) -> float:
     return statistics.median(xs)
 
 
-def build(tmp: Path) -> HallRuntime:
+def build(tmp: Path) -> tuple[HallRuntime, Supervision]:
     cfg = load_config(ROOT / "config" / "hall.example.toml")
     clock = FakeClock(datetime(2026, 11, 2, 8, 0, tzinfo=TZ))
-    rt = HallRuntime(cfg, tmp / "data", clock=clock, ignore_hours=True)
-    ratings = RatingService.of(rt)
-    assert ratings is not None
-    svc = Supervision.of(rt)
+    rt = HallRuntime.open(cfg, tmp / "data", clock=clock, ignore_hours=True)
+    assert cfg.rating is not None
+    services = HallServices(ratings=RatingService(rt, cfg.rating), commands=builtin_commands())
+    svc = install(rt, services)
+    desk = services.ratings.desk  # type: ignore[union-attr]
     windows = {w.number: [s.service for s in w.services] for w in cfg.windows}
     staff = [s.id for s in cfg.staff]
     d, done = date(2026, 11, 2), 0
@@ -88,30 +91,26 @@ def build(tmp: Path) -> HallRuntime:
                 clock.advance(seconds=60)
                 rt.execute(lambda h, n=n: (None, h.finish(n)))
                 if k % 3:
-                    ratings.submit(Submission(n, levels[k % 4], "keypad", f"eval-w{n}"))
+                    sub = Submission(n, levels[k % 4], "keypad", f"eval-w{n}")
+                    rt.execute(lambda h, sub=sub: desk.submit(h, sub))
             clock.set(datetime.combine(d, datetime.min.time(), TZ) + timedelta(hours=18))
-            ratings.sweep()
+            rt.execute(lambda h: (None, desk.sweep(h)))
             svc.tick()
             done += 1
         d += timedelta(days=1)
-    return rt
+    return rt, svc
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        rt = build(Path(tmp))
-        svc = Supervision.of(rt)
+        rt, svc = build(Path(tmp))
         start, end = date(2026, 11, 1), date(2026, 11, 30)
         n_events = rt.store.head_seq
 
         def read_only() -> None:
             lo, hi = stats.day_bounds(start, end, TZ)
-            types = list(stats.TYPES)
-            rows = rt.store.db.execute(
-                f"SELECT envelope FROM journal WHERE type IN ({','.join('?' * len(types))})"
-                " AND ((ts >= ? AND ts < ?) OR type = 'attendance.recorded') ORDER BY seq",
-                [*types, lo, hi])
-            [json.loads(r[0]) for r in rows]
+            rt.store.journal_of_types([t for t in stats.TYPES if t != "attendance.recorded"],
+                                      lo, hi, always=["attendance.recorded"])
 
         line("stats_month_ms", timed(lambda: svc.stats(start, end, "window")), "ms",
              timed(read_only), journal_events=n_events)

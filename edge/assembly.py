@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from edge.link.commands import Handler
     from edge.printing import PrintDesk
     from edge.ratings import RatingService
+    from edge.supervision import Supervision
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class HallServices:
     sensors: dict[str, FingerprintSensor] = field(default_factory=dict)  # by sensor id
     # Central commands by name (edge.link.commands.builtin_commands plus what features add).
     commands: dict[str, Handler] = field(default_factory=dict)
+    supervision: Supervision | None = None  # attendance, alerts, spot checks (issue 12)
 
     def sensor_at(self, window: int) -> FingerprintSensor | None:
         return next((s for s in self.sensors.values() if s.window == window), None)
@@ -239,10 +241,15 @@ def build_box(config: HallConfig, data_dir: str | Path, *,
     if config.rating is not None:
         services.ratings = RatingService(rt, config.rating)
     services.commands = builtin_commands()
+    # Supervision (issue 12): its service and central commands; its loop below.
+    from edge.supervision import SupervisionLoop, install
+
+    supervision = install(rt, services)
     ctx = BoxContext(rt, services, data, sim, devices=devices)
     components: list[Any] = []
     if services.ratings is not None:
         components.append(RatingSweeper(services.ratings))
+    components.append(SupervisionLoop(supervision, config.alerts.evaluate_seconds))
     for plugin in plugins:
         try:
             components += plugin(ctx)

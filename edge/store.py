@@ -451,6 +451,34 @@ class Store:
         return w
 
 
+    # ---- supervision (issue 12): reads only; its state lives in the journal -------------------
+    def journal_of_types(self, types: Iterable[str], since_ts: str | None = None,
+                         until_ts: str | None = None,
+                         always: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """Envelopes of `types` with since_ts <= ts < until_ts (text order: the box writes one
+        UTC offset), plus every envelope of the `always` types; in seq order."""
+        ts, every = list(types), list(always)
+        sql = f"SELECT envelope FROM journal WHERE (type IN ({','.join('?' * len(ts))})"
+        args: list[Any] = list(ts)
+        if since_ts is not None:
+            sql += " AND ts >= ?"
+            args.append(since_ts)
+        if until_ts is not None:
+            sql += " AND ts < ?"
+            args.append(until_ts)
+        sql += ")"
+        if every:
+            sql += f" OR type IN ({','.join('?' * len(every))})"
+            args += every
+        sql += " ORDER BY seq"
+        return [json.loads(r[0]) for r in self._read(sql, args)]
+
+    def first_event_ts(self) -> str | None:
+        """When the box recorded its first event (days before it are not judged)."""
+        row = self._read_one("SELECT ts FROM journal ORDER BY seq LIMIT 1")
+        return row[0] if row else None
+
+
 def _answer(job: Job, sealed: list[dict[str, Any]] | None, exc: BaseException | None) -> None:
     try:
         job.done(sealed, exc)

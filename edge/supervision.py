@@ -17,10 +17,8 @@ import asyncio
 import contextlib
 import csv
 import io
-import json
 import logging
 import uuid
-import weakref
 from collections import Counter
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -42,13 +40,13 @@ from edge.domain.attendance import (
 from edge.domain.errors import DomainError
 from edge.domain.model import DomainEvent
 from edge.domain.spotcheck import SpotChecks, SpotState
+from edge.sensors import SensorFailure
 
 if TYPE_CHECKING:
-    from edge.components import Component, RunContext
+    from edge.assembly import HallServices
     from edge.runtime import HallRuntime
 
 log = logging.getLogger(__name__)
-_services: weakref.WeakKeyDictionary[Any, Supervision] = weakref.WeakKeyDictionary()
 PUNCH_TYPES = ("punch.recorded", "fingerprint.identified")
 OWN_TYPES = frozenset({"alert.raised", "alert.cleared", "anomaly.detected",
                        "attendance.recorded", "spotcheck.started", "spotcheck.result",
@@ -58,8 +56,9 @@ LOOKBACK_DAYS = 62  # how far back records are (re)judged after a restart
 
 
 class Supervision:
-    def __init__(self, rt: HallRuntime) -> None:
+    def __init__(self, rt: HallRuntime, services: HallServices) -> None:
         self.rt = rt
+        self.services = services  # the window sensors, by id
         cfg = rt.config
         self.rules = AttendanceRules(cfg.attendance, cfg.hall, cfg.staff)
         self.acfg = cfg.alerts
@@ -79,25 +78,13 @@ class Supervision:
         self.judged_upto: date | None = None  # every staff member's days up to it are judged
         self.recheck: set[date] = set()
         self._restore()
+        rt.reload_listeners.append(self._restore)  # a failed commit: back to what is on disk
         rt.bus.subscribe("supervision", self._on_event)
-
-    @classmethod
-    def of(cls, rt: HallRuntime) -> Supervision:
-        svc = _services.get(rt)
-        if svc is None:
-            svc = _services[rt] = cls(rt)
-        return svc
 
     # ---- restore ---------------------------------------------------------------------------
     def _journal(self, types: tuple[str, ...] | list[str], since: str | None = None
                  ) -> list[dict[str, Any]]:
-        sql = f"SELECT envelope FROM journal WHERE type IN ({','.join('?' * len(types))})"
-        args: list[Any] = list(types)
-        if since is not None:
-            sql += " AND ts >= ?"
-            args.append(since)
-        sql += " ORDER BY seq"
-        return [json.loads(r[0]) for r in self.rt.store.db.execute(sql, args)]
+        return self.rt.store.journal_of_types(types, since)
 
     def _restore(self) -> None:
         """Everything this service knows, rebuilt from the journal (at start, and after a
@@ -124,8 +111,8 @@ class Supervision:
             # The last recorded date again: staff on a later-ending schedule may be unjudged.
             self.judged_upto = max(k[1] for k in self.recorded) - timedelta(days=1)
         else:
-            row = self.rt.store.db.execute("SELECT min(ts) FROM journal").fetchone()
-            first = self._day_of(row[0]) if row and row[0] else today
+            first_ts = self.rt.store.first_event_ts()
+            first = self._day_of(first_ts) if first_ts else today
             self.judged_upto = first - timedelta(days=1)
         for e in self._journal(
                 (*PUNCH_TYPES, "ticket.called", "rating.rejected", "rating.submitted",
@@ -160,11 +147,8 @@ class Supervision:
             self._emit(events)
 
     def _emit(self, events: list[DomainEvent]) -> None:
-        try:
-            self.rt.emit(events)
-        except Exception:
-            log.exception("could not journal supervision events; restoring from the journal")
-            self._restore()
+        # Durable later; a failed commit reloads this service (reload_listeners).
+        self.rt.post(events)
 
     def _observe(self, env: dict[str, Any], replay: bool) -> list[DomainEvent]:
         t, d = env["type"], env["data"]
@@ -292,14 +276,11 @@ class Supervision:
         return events
 
     def tick(self) -> list[dict[str, Any]]:
+        """Evaluate and journal; the sealed events when committed synchronously (no loop)."""
         events = self.evaluate()
         if not events:
             return []
-        try:
-            return self.rt.emit(events)
-        except Exception:
-            self._restore()
-            raise
+        return self.rt.post(events).sealed or []
 
     # ---- attendance ------------------------------------------------------------------------
     def punches(self, since: date) -> list[Punch]:
@@ -338,8 +319,8 @@ class Supervision:
         self.judged_upto = upto
         return events
 
-    def record_leave(self, staff: str, start: date, end: date, kind: str, note: str | None,
-                     by: str) -> dict[str, Any]:
+    async def record_leave(self, staff: str, start: date, end: date, kind: str,
+                           note: str | None, by: str) -> dict[str, Any]:
         if staff not in self.rules.staff:
             raise DomainError("not_found", "unknown-staff", f"no staff member {staff!r}",
                               "/body/staff")
@@ -353,7 +334,7 @@ class Supervision:
             raise DomainError("invalid", "unknown-leave-kind",
                               f"kind must be one of {', '.join(LEAVE_KINDS)}", "/body/kind")
         leave_id = f"L-{uuid.uuid4().hex[:12]}"
-        env = self.rt.emit([DomainEvent("leave.recorded", {
+        env = await self.rt.record([DomainEvent("leave.recorded", {
             "leave": leave_id, "staff": staff, "from": start.isoformat(), "to": end.isoformat(),
             "kind": kind, "note": note, "by": by})])
         self.leaves.append(Leave(leave_id, staff, start, end, kind))
@@ -374,8 +355,8 @@ class Supervision:
 
     def month_summary(self, month: str, pointer: str = "/query/month") -> MonthSummary:
         first, _ = self.check_month(month, pointer)
-        row = self.rt.store.db.execute("SELECT min(ts) FROM journal").fetchone()
-        since = self._day_of(row[0]) if row and row[0] else self._today()
+        first_ts = self.rt.store.first_event_ts()
+        since = self._day_of(first_ts) if first_ts else self._today()
         return self.rules.month_summary(month, self.punches(first), self.leaves,
                                         self.rt.clock.now(), since)
 
@@ -383,33 +364,28 @@ class Supervision:
     def stats(self, start: date, end: date, by: str) -> dict[str, Any]:
         stats_mod.check_range(start, end, by)
         lo, hi = stats_mod.day_bounds(start, end, self.rt.hall.tz)
-        types = list(stats_mod.TYPES)
-        rows = self.rt.store.db.execute(
-            f"SELECT envelope FROM journal WHERE type IN ({','.join('?' * len(types))})"
-            " AND ((ts >= ? AND ts < ?) OR type = 'attendance.recorded') ORDER BY seq",
-            [*types, lo, hi])
-        return stats_mod.compute((json.loads(r[0]) for r in rows), tz=self.rt.hall.tz,
-                                 start=start, end=end, by=by)
+        envs = self.rt.store.journal_of_types(
+            [t for t in stats_mod.TYPES if t != "attendance.recorded"], lo, hi,
+            always=["attendance.recorded"])
+        return stats_mod.compute(envs, tz=self.rt.hall.tz, start=start, end=end, by=by)
 
     # ---- spot checks -----------------------------------------------------------------------
     async def spot_check(self, *, window: int | None, staff: str | None, deadline: datetime,
                          command_id: str | None = None, note: str | None = None
                          ) -> dict[str, Any]:
         """Start a check, prompt the window's sensor until the deadline, return the result."""
-        from drivers.fingerprint import SENSORS, SensorError
-
         hall = self.rt.hall
         check_id = f"SC-{uuid.uuid4().hex[:12]}"
         c, events = self.spot.start(hall, check_id, window=window, staff=staff,
                                     deadline=deadline, command_id=command_id, note=note)
-        sealed = self.rt.emit(events)
+        sealed = await self.rt.record(events)
         started_seq = sealed[0]["seq"]
         if c.state != SpotState.STARTED:
             return c.view(hall) | {"seq": started_seq}
         result: list[DomainEvent] = []
         loop = asyncio.get_running_loop()
         end = loop.time() + (c.deadline - self.rt.clock.now()).total_seconds()
-        driver = SENSORS.get(c.sensor or "")
+        driver = self.services.sensors.get(c.sensor or "")
         try:
             while not result:
                 left = end - loop.time()
@@ -418,11 +394,11 @@ class Supervision:
                     break
                 if driver is None:
                     await asyncio.sleep(min(left, 0.2))
-                    driver = SENSORS.get(c.sensor or "")
+                    driver = self.services.sensors.get(c.sensor or "")
                     continue
                 try:
                     who = await asyncio.wait_for(driver.identify("spot_check"), left)
-                except SensorError as e:
+                except SensorFailure as e:
                     if e.code == "finger-timeout":
                         continue  # nobody yet: prompt again until the deadline
                     if e.code in ("sensor-offline", "sensor-timeout"):
@@ -434,16 +410,16 @@ class Supervision:
         except TimeoutError:
             result = self.spot.timed_out(hall, c.id)
         result = result or self.spot.timed_out(hall, c.id)
-        self.rt.emit(result)
+        await self.rt.record(result)
         return c.view(hall) | {"seq": started_seq}
 
     # ---- reports ---------------------------------------------------------------------------
     def open_alerts(self) -> list[dict[str, Any]]:
         return self.board.views()
 
-    def acknowledge(self, alert_id: str, by: str) -> dict[str, Any]:
+    async def acknowledge(self, alert_id: str, by: str) -> dict[str, Any]:
         events = self.board.acknowledge(alert_id, by)
-        env = self.rt.emit(events)
+        env = await self.rt.record(events)
         return env[0]["data"]
 
 
@@ -525,6 +501,13 @@ class SupervisionLoop:
                 await self._task
 
 
-def build_supervision(ctx: RunContext) -> list[Component]:
-    svc = Supervision.of(ctx.runtime)
-    return [SupervisionLoop(svc, ctx.runtime.config.alerts.evaluate_seconds)]
+def install(rt: HallRuntime, services: HallServices) -> Supervision:
+    """What the assembly adds for this feature: the service (in `services.supervision`) and
+    its central commands (in `services.commands`); the caller runs `SupervisionLoop`."""
+    from edge.link.commands import add_command
+    from edge.supervision_commands import COMMANDS
+
+    services.supervision = Supervision(rt, services)
+    for name, handler in COMMANDS:
+        add_command(services.commands, name, handler)
+    return services.supervision

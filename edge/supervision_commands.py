@@ -1,11 +1,13 @@
 """The central room's supervision commands: spotcheck.start, attendance.summary, stats.get.
 
-Registered on the link's command plumbing (edge.link.commands); each validates its args first
-and refuses with the failing field named, changing nothing.
+Added to the assembly's command table by `edge.supervision.install`; each validates its args
+first and refuses with the failing field named, changing nothing. The month and statistics
+reads run off the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, timedelta
 from typing import Any
 
@@ -14,6 +16,13 @@ from pydantic import AwareDatetime, Field
 from edge.domain.errors import DomainError
 from edge.link.commands import Args, CommandContext, CommandError, _args
 from edge.supervision import Supervision
+
+
+def _svc(ctx: CommandContext) -> Supervision:
+    svc = getattr(ctx.services, "supervision", None)
+    if svc is None:
+        raise CommandError("unavailable", "supervision is not running on this box")
+    return svc
 
 DEFAULT_SPOTCHECK_S = 120
 
@@ -37,7 +46,7 @@ async def cmd_spotcheck_start(ctx: CommandContext, args: dict[str, Any]) -> dict
     """A real check: prompts the window's sensor; the reply is the result (after the deadline
     at the latest), and so is the `spotcheck.result` event."""
     a = _args(SpotcheckArgs, args)
-    svc = Supervision.of(ctx.rt)
+    svc = _svc(ctx)
     deadline = a.deadline or (ctx.rt.clock.now() + timedelta(seconds=DEFAULT_SPOTCHECK_S))
     try:
         return await svc.spot_check(window=a.window, staff=a.staff, deadline=deadline,
@@ -50,11 +59,12 @@ class SummaryArgs(Args):
     month: str = Field(pattern=r"^\d{4}-\d{2}$")
 
 
-def cmd_attendance_summary(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
+async def cmd_attendance_summary(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
     """The monthly attendance summary (月汇总) per staff member and per home department."""
     a = _args(SummaryArgs, args)
     try:
-        return Supervision.of(ctx.rt).month_summary(a.month, "/month").to_data()
+        s = await asyncio.to_thread(_svc(ctx).month_summary, a.month, "/month")
+        return s.to_data()
     except DomainError as e:
         raise _refuse(e) from None
 
@@ -65,11 +75,11 @@ class StatsArgs(Args):
     by: str = "window"
 
 
-def cmd_stats_get(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
+async def cmd_stats_get(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
     """The same figures as GET /api/v1/stats, from the same journal events."""
     a = _args(StatsArgs, args)
     try:
-        return Supervision.of(ctx.rt).stats(a.from_, a.to, a.by)
+        return await asyncio.to_thread(_svc(ctx).stats, a.from_, a.to, a.by)
     except DomainError as e:
         raise _refuse(e) from None
 

@@ -13,16 +13,19 @@ from typing import Any
 import jsonschema
 import pytest
 
+from edge.assembly import HallServices
 from edge.clock import FakeClock
 from edge.config import HallConfig, parse_config
 from edge.domain.model import DomainEvent
 from edge.events import rfc3339
+from edge.link.commands import builtin_commands
+from edge.ratings import RatingService
 from edge.runtime import HallRuntime
 from edge.schemas import event_schemas
-from edge.supervision import Supervision
+from edge.supervision import Supervision, install
 from tests.conftest import EXAMPLE_CONFIG, SHANGHAI
 
-__all__ = ["sup", "sup_clock", "sup_config", "sup_rt"]
+__all__ = ["sup", "sup_clock", "sup_config", "sup_rt", "sup_services"]
 
 ATTENDANCE: dict[str, Any] = {
     "grace_minutes": 5,
@@ -72,15 +75,30 @@ def sup_clock() -> FakeClock:
 @pytest.fixture
 def sup_rt(sup_config: HallConfig, sup_clock: FakeClock, tmp_path: Path
            ) -> Iterator[HallRuntime]:
-    rt = HallRuntime(sup_config, tmp_path / "data", clock=sup_clock)
+    rt = HallRuntime.open(sup_config, tmp_path / "data", clock=sup_clock)
     rt.tick()
     yield rt
     rt.close()
 
 
+def services_for(rt: HallRuntime) -> HallServices:
+    """The hall services as the assembly builds them: ratings, commands, supervision."""
+    assert rt.config.rating is not None
+    services = HallServices(ratings=RatingService(rt, rt.config.rating),
+                            commands=builtin_commands())
+    install(rt, services)
+    return services
+
+
 @pytest.fixture
-def sup(sup_rt: HallRuntime) -> Supervision:
-    return Supervision.of(sup_rt)
+def sup_services(sup_rt: HallRuntime) -> HallServices:
+    return services_for(sup_rt)
+
+
+@pytest.fixture
+def sup(sup_services: HallServices) -> Supervision:
+    assert sup_services.supervision is not None
+    return sup_services.supervision
 
 
 def punch(rt: HallRuntime, staff: str, when: datetime, *, kind: int = 0,
@@ -102,3 +120,16 @@ def check_schemas(rt: HallRuntime) -> None:
     schemas = event_schemas()
     for env in journal(rt):
         jsonschema.validate(env["data"], schemas[env["type"]], format_checker=fmt)
+
+
+def rate(rt: HallRuntime, services: HallServices, sub: Any) -> Any:
+    """A rating submitted the way RatingService.submit does, from synchronous test code."""
+    assert services.ratings is not None
+    desk = services.ratings.desk
+    return rt.execute(lambda h: desk.submit(h, sub))
+
+
+def sweep_ratings(rt: HallRuntime, services: HallServices) -> None:
+    assert services.ratings is not None
+    desk = services.ratings.desk
+    rt.execute(lambda h: (None, desk.sweep(h)))

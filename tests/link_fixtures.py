@@ -295,8 +295,11 @@ class BoxThread:
     def __init__(self, data: Path, cfg: Any) -> None:
         import threading
 
+        from edge.assembly import HallServices
+        from edge.link.commands import builtin_commands
         from edge.link.sender import Link
         from edge.runtime import HallRuntime
+        from edge.supervision import install
 
         self.loop = asyncio.new_event_loop()
         self.cfg = cfg
@@ -307,7 +310,10 @@ class BoxThread:
         def run() -> None:
             asyncio.set_event_loop(self.loop)
             self.rt = HallRuntime.open(cfg, data, ignore_hours=True)
-            self.link = Link(self.rt, cfg.mqtt)
+            # The command table as the assembly builds it (the supervision feature's too).
+            self.services = HallServices(commands=builtin_commands())
+            install(self.rt, self.services)
+            self.link = Link(self.rt, cfg.mqtt, self.services.commands, self.services)
             self.loop.run_until_complete(self.link.start())
             ready.set()
             self.loop.run_forever()

@@ -182,8 +182,11 @@ def test_event_schemas_are_valid_and_match_emitted_data():
     v.validate({"command_id": "c", "text": "t", "seconds": 60, "target": 3})
     with pytest.raises(jsonschema.ValidationError):
         v.validate({"command_id": "c", "text": "", "seconds": 60, "target": "main"})
-    assert set(commands.builtin_commands()) >= {"replay", "attendance.pull", "spotcheck.start",
-                                      "display.message", "appointments.push", "config.get",
-                                      "health.get"}
-    for name in commands.builtin_commands():
+    from edge.supervision_commands import COMMANDS as SUPERVISION
+
+    every = set(commands.builtin_commands()) | {name for name, _ in SUPERVISION}
+    assert every >= {"replay", "attendance.pull", "spotcheck.start", "display.message",
+                     "appointments.push", "config.get", "health.get", "attendance.summary",
+                     "stats.get"}
+    for name in every:
         assert (SCHEMAS / "mqtt" / f"cmd.{name}.args.json").exists(), name

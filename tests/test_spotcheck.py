@@ -10,6 +10,7 @@ from datetime import timedelta
 from drivers.fingerprint import FingerprintDriver
 from drivers.protocols.r30x import Instr
 from drivers.sim.r30x import R30xSim
+from edge.assembly import HallServices
 from edge.config import parse_config
 from edge.domain import spotcheck
 from edge.domain.errors import DomainError
@@ -17,18 +18,20 @@ from edge.link import protocol as P
 from edge.link.commands import CommandRouter
 from edge.runtime import HallRuntime
 from edge.supervision import Supervision
-from tests.floor_supervision_fixtures import at, check_schemas, journal, raw_config
+from tests.floor_supervision_fixtures import at, check_schemas, journal, raw_config, services_for
 from tests.waiting import until
 
 KEY = "spotcheck-test-command-key"
 
 
-async def enrolled(rt: HallRuntime, tmp_path) -> tuple[R30xSim, FingerprintDriver]:
+async def enrolled(rt: HallRuntime, services: HallServices,
+                   tmp_path) -> tuple[R30xSim, FingerprintDriver]:
     cfg = next(f for f in rt.config.devices.fingerprints if f.window == 1)  # type: ignore[union-attr]
     cfg = cfg.model_copy(update={"reply_timeout_ms": 500, "finger_wait_ms": 1000})
     sim = R30xSim(tmp_path / "fp-w1")
     await sim.start()
     drv = FingerprintDriver(rt, cfg, endpoint=sim.endpoint, probe_interval=0.2)
+    services.sensors[cfg.id] = drv  # as the staff-devices plugin registers it
     await drv.start()
     await asyncio.wait_for(drv.ready.wait(), 10)
 
@@ -53,9 +56,11 @@ def test_spot_checks_on_a_real_sensor(tmp_path) -> None:
     from edge.clock import FakeClock
 
     clock = FakeClock(at(23, 9, 0))
-    rt = HallRuntime(cfg, tmp_path / "data", clock=clock)
+    rt = HallRuntime.open(cfg, tmp_path / "data", clock=clock)
     rt.tick()
-    svc = Supervision.of(rt)
+    services = services_for(rt)
+    svc = services.supervision
+    assert svc is not None
     rt.execute(lambda h: (None, h.login("S001", 1)))
 
     async def finger_when_asked(sim: R30xSim, finger: str | None) -> None:
@@ -74,13 +79,14 @@ def test_spot_checks_on_a_real_sensor(tmp_path) -> None:
         return out
 
     async def command(name: str, args: dict) -> dict:
-        router = CommandRouter(rt, cfg.mqtt, None)  # type: ignore[arg-type]
-        router.prepare()
-        payload = json.dumps(P.make_command(KEY, cfg.hall.site, cfg.hall.box, name, args))
+        router = CommandRouter(rt, cfg.mqtt, None, services.commands,  # type: ignore[arg-type]
+                               services)
+        payload = json.dumps(P.make_command(KEY, cfg.hall.site, cfg.hall.box, name, args,
+                                            now=clock.now()))  # the box's (injected) clock
         return await router.handle(name, payload.encode())
 
     async def scenario() -> tuple[dict, dict, dict, dict, dict]:
-        sim, drv = await enrolled(rt, tmp_path)
+        sim, drv = await enrolled(rt, services, tmp_path)
         try:
             passed = await check(sim, "S001-right-index", 10, window=1, staff=None)
             failed = await check(sim, "someone-else", 10, window=None, staff="S001")
@@ -157,16 +163,16 @@ def test_a_check_running_through_a_restart_ends_once(tmp_path) -> None:
 
     cfg = parse_config(raw_config())
     clock = FakeClock(at(23, 9, 0))
-    rt = HallRuntime(cfg, tmp_path / "data", clock=clock)
+    rt = HallRuntime.open(cfg, tmp_path / "data", clock=clock)
     rt.tick()
     rt.execute(lambda h: (None, h.login("S001", 1)))
-    svc = Supervision(rt)
+    svc = Supervision(rt, HallServices())
     _, events = svc.spot.start(rt.hall, "SC-r", window=1, staff=None,
                                deadline=clock.now() + timedelta(minutes=2))
     rt.emit(events)
     rt.close()  # the box stops before the check ends
-    rt = HallRuntime(cfg, tmp_path / "data", clock=clock)
-    again = Supervision(rt)
+    rt = HallRuntime.open(cfg, tmp_path / "data", clock=clock)
+    again = Supervision(rt, HallServices())
     assert [c.id for c in again.spot.running()] == ["SC-r"]
     again.tick()
     assert journal(rt, "spotcheck.result") == []

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edge.api.app import create_app
+from edge.assembly import HallServices
 from edge.central.store import CentralStore
 from edge.cli import main
 from edge.clock import FakeClock
@@ -22,11 +23,9 @@ from edge.domain import stats
 from edge.domain.rating import Level, Submission
 from edge.link import protocol as P
 from edge.link.commands import CommandRouter
-from edge.ratings import RatingService
 from edge.runtime import HallRuntime
-from edge.supervision import Supervision
 from tests.link_fixtures import pg_database, pg_dsn
-from tests.floor_supervision_fixtures import at, punch, raw_config
+from tests.floor_supervision_fixtures import at, punch, rate, raw_config, services_for, sweep_ratings
 
 __all__ = ["pg_database", "pg_dsn"]
 KEY = "stats-test-command-key"
@@ -34,15 +33,17 @@ MANAGER = {"authorization": "Bearer demo-manager-token"}
 
 
 @pytest.fixture(scope="module")
-def two_days(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HallRuntime]:
+def two_days(tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[tuple[HallRuntime, HallServices]]:
     """Monday and Tuesday at four windows: served, no-shows, a reactivation, a transfer,
     ratings of every level, unrated tickets, a proxy caller, punches and absences."""
     cfg = parse_config(raw_config(mqtt={"url": "mqtt://127.0.0.1:1", "command_key": KEY}))
-    rt = HallRuntime(cfg, tmp_path_factory.mktemp("box"), clock=FakeClock(at(23, 8, 0)))
+    rt = HallRuntime.open(cfg, tmp_path_factory.mktemp("box"), clock=FakeClock(at(23, 8, 0)))
     rt.tick()
-    svc = Supervision.of(rt)
-    ratings = RatingService.of(rt)
-    assert ratings is not None
+    services = services_for(rt)
+    svc = services.supervision
+    ratings = services.ratings
+    assert svc is not None and ratings is not None
     levels = list(Level)
     for day in (23, 24):
         rt.clock.set(at(day, 8, 0))  # type: ignore[attr-defined]
@@ -77,33 +78,35 @@ def two_days(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HallRuntime]:
                 rt.execute(lambda h, w=w: (None, h.finish(w)))
                 if (i + w) % 4 != 0 and ratings.pending_for(w) is not None:
                     lv = levels[(i * 3 + w + day) % 5]
-                    ratings.submit(Submission(w, lv, "tablet", f"eval-w{w}",
-                                              reason="等候时间长"))
+                    rate(rt, services, Submission(w, lv, "tablet", f"eval-w{w}",
+                                                  reason="等候时间长"))
         rt.clock.set(at(day, 17, 0))  # type: ignore[attr-defined]
-        ratings.sweep()
+        sweep_ratings(rt, services)
         for w in (1, 2, 12, 3):
             if rt.hall.windows[w].current is None:
                 rt.execute(lambda h, w=w: (None, h.logout(w)))
         rt.clock.set(at(day, 18, 0))  # type: ignore[attr-defined]
         svc.tick()
     rt.clock.set(at(25, 8, 0))  # type: ignore[attr-defined]
-    yield rt
+    yield rt, services
     rt.close()
 
 
-def box_api(rt: HallRuntime, by: str) -> dict:
-    with TestClient(create_app(rt)) as c:
+def box_api(box: tuple[HallRuntime, HallServices], by: str) -> dict:
+    with TestClient(create_app(*box)) as c:
         r = c.get(f"/api/v1/stats?from=2026-11-23&to=2026-11-24&by={by}", headers=MANAGER)
         assert r.status_code == 200, r.text
         return r.json()
 
 
-def command(rt: HallRuntime, name: str, args: dict) -> dict:
+def command(box: tuple[HallRuntime, HallServices], name: str, args: dict) -> dict:
     """Through the link's command plumbing: signed, checked, journalled, replied."""
-    router = CommandRouter(rt, rt.config.mqtt, None)  # type: ignore[arg-type]
-    router.prepare()
+    rt, services = box
+    router = CommandRouter(rt, rt.config.mqtt, None, services.commands,  # type: ignore[arg-type]
+                           services)
     site, box = rt.config.hall.site, rt.config.hall.box
-    payload = json.dumps(P.make_command(KEY, site, box, name, args)).encode()
+    payload = json.dumps(P.make_command(KEY, site, box, name, args,
+                                        now=rt.clock.now())).encode()  # the box's clock
     return asyncio.run(router.handle(name, payload))
 
 
@@ -114,7 +117,8 @@ def dsn(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("pg_dsn")
 
 
-def central(rt: HallRuntime, dsn: str, by: str) -> dict:
+def central(box: tuple[HallRuntime, HallServices], dsn: str, by: str) -> dict:
+    rt = box[0]
     store = CentralStore(dsn)
     store.insert(rt.store.events_after(0, 10**9))
     store.close()
@@ -126,7 +130,7 @@ def central(rt: HallRuntime, dsn: str, by: str) -> dict:
     return json.loads(out.getvalue())
 
 
-def test_the_figures_are_real(two_days: HallRuntime) -> None:
+def test_the_figures_are_real(two_days: tuple[HallRuntime, HallServices]) -> None:
     """Not an agreement of empty tables: each figure has something in it."""
     w = box_api(two_days, "window")
     tot = w["total"]
@@ -146,7 +150,8 @@ def test_the_figures_are_real(two_days: HallRuntime) -> None:
 
 
 @pytest.mark.parametrize("by", stats.DIMENSIONS)
-def test_box_command_and_central_agree(two_days: HallRuntime, dsn: str, by: str) -> None:
+def test_box_command_and_central_agree(two_days: tuple[HallRuntime, HallServices], dsn: str,
+                                       by: str) -> None:
     api = box_api(two_days, by)
     reply = command(two_days, "stats.get", {"from": "2026-11-23", "to": "2026-11-24", "by": by})
     assert reply["ok"], reply
@@ -154,7 +159,7 @@ def test_box_command_and_central_agree(two_days: HallRuntime, dsn: str, by: str)
     assert central(two_days, dsn, by) == api
 
 
-def test_stats_get_refusals(two_days: HallRuntime) -> None:
+def test_stats_get_refusals(two_days: tuple[HallRuntime, HallServices]) -> None:
     r = command(two_days, "stats.get", {"from": "2025-01-01", "to": "2026-11-24"})
     assert not r["ok"] and r["error"]["code"] == "bad-args"
     assert r["error"]["detail"].startswith("to:")

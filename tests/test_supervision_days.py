@@ -10,15 +10,15 @@ import pytest
 from drivers.attendance import AttendanceDriver
 from drivers.protocols import zk
 from drivers.sim.zk_terminal import ZkTerminalSim
+from edge.assembly import HallServices
 from edge.config.devices_staff import AttendanceTerminalConfig
 from edge.domain.errors import DomainError
 from edge.domain.model import DomainEvent
 from edge.domain.rating import Level, Submission
-from edge.ratings import RatingService
 from edge.runtime import HallRuntime
 from edge.supervision import Supervision
 from tests.floor_supervision_fixtures import *  # noqa: F403  (fixtures)
-from tests.floor_supervision_fixtures import at, check_schemas, journal, punch
+from tests.floor_supervision_fixtures import at, check_schemas, journal, punch, rate
 from tests.waiting import until
 
 
@@ -101,7 +101,7 @@ def test_proxy_caller_is_an_anomaly_once(sup_rt: HallRuntime, sup: Supervision) 
     serve(rt, 3)
     assert len(journal(rt, "anomaly.detected")) == 1
     # A restarted service remembers what it flagged today.
-    rt2 = Supervision(rt)
+    rt2 = Supervision(rt, HallServices())
     rt.execute(lambda h: (None, h.logout(3)))
     rt.execute(lambda h: (None, h.login("S003", 3)))
     rt.execute(lambda h: h.issue("ZCDJ"))
@@ -162,7 +162,7 @@ def test_long_queue_yellow_red_cleared(sup_rt: HallRuntime, sup: Supervision) ->
     assert [(d["level"], d["escalated"], d["threshold"]) for d in zc] == [
         ("yellow", False, 10), ("red", True, None)]
     # A restart keeps the open alert: no second raise, and it clears once.
-    again = Supervision(rt)
+    again = Supervision(rt, HallServices())
     assert [(a["subject"], a["level"]) for a in again.open_alerts()
             if a["kind"] == "longest_wait"] == [("service:ZCDJ", "red")]
     check_schemas(rt)
@@ -195,9 +195,10 @@ def test_window_unattended_and_paused(sup_rt: HallRuntime, sup: Supervision) -> 
     assert not [a for a in sup.open_alerts() if a["kind"] == "window_paused"]
 
 
-def test_bad_rating_alert_and_refused_ratings(sup_rt: HallRuntime, sup: Supervision) -> None:
+def test_bad_rating_alert_and_refused_ratings(sup_rt: HallRuntime, sup: Supervision,
+                                              sup_services: HallServices) -> None:
     rt = sup_rt
-    ratings = RatingService.of(rt)
+    ratings = sup_services.ratings
     assert ratings is not None
     rt.clock.set(at(23, 9, 0))  # type: ignore[attr-defined]
     punch(rt, "S012", at(23, 9, 0))
@@ -205,18 +206,19 @@ def test_bad_rating_alert_and_refused_ratings(sup_rt: HallRuntime, sup: Supervis
     rt.execute(lambda h: h.issue("SW"))
     serve(rt, 12)
     assert ratings.pending_for(12) is not None  # asked automatically on finishing
-    ratings.submit(Submission(12, Level.DISSATISFIED, "tablet", "eval-w12", reason="等候时间长"))
+    rate(rt, sup_services, Submission(12, Level.DISSATISFIED, "tablet", "eval-w12",
+                                      reason="等候时间长"))
     [a] = sup.open_alerts()
     assert (a["kind"], a["level"], a["reason"], a["staff"]) == ("bad_rating", "yellow",
                                                                 "等候时间长", "S012")
     rt.clock.advance(minutes=31)  # type: ignore[attr-defined]
     sup.tick()
     assert sup.open_alerts()[0]["level"] == "red"  # nobody followed it up
-    out = sup.acknowledge(a["alert"], "manager")
+    out = asyncio.run(sup.acknowledge(a["alert"], "manager"))
     assert out["reason"] == "acknowledged" and sup.open_alerts() == []
     # Three refusals out of three tries (threshold 3 and 50 %): an anomaly, once.
     for _ in range(4):
-        ratings.submit(Submission(12, Level.VERY_SATISFIED, "tablet", "eval-w12"))
+        rate(rt, sup_services, Submission(12, Level.VERY_SATISFIED, "tablet", "eval-w12"))
     [an] = journal(rt, "anomaly.detected")
     assert an["data"]["kind"] == "ratings_refused_often" and an["data"]["refused"] == 3
     check_schemas(rt)
@@ -291,7 +293,7 @@ def test_restart_between_two_schedules_ends(sup_rt: HallRuntime, sup: Supervisio
     assert [d["staff"] for d in (e["data"] for e in journal(rt, "attendance.recorded"))] == [
         "S007"]
     rt.bus._subs.clear()  # the old service is gone
-    again = Supervision(rt)
+    again = Supervision(rt, HallServices())
     rt.clock.set(at(23, 17, 40))  # type: ignore[attr-defined]
     again.tick()
     staff = [e["data"]["staff"] for e in journal(rt, "attendance.recorded")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -14,12 +15,13 @@ from fastapi.testclient import TestClient
 from openpyxl import load_workbook
 
 from edge.api.app import create_app
+from edge.assembly import HallServices
 from edge.clock import FakeClock
 from edge.config import HallConfig
+from edge.domain.rating import Level, Submission
 from edge.runtime import HallRuntime
-from edge.supervision import Supervision
 from tests.floor_supervision_fixtures import *  # noqa: F403  (fixtures)
-from tests.floor_supervision_fixtures import at, check_schemas, journal, punch
+from tests.floor_supervision_fixtures import at, check_schemas, journal, punch, rate, services_for
 
 MANAGER = {"authorization": "Bearer demo-manager-token"}
 CENTRAL = {"authorization": "Bearer demo-central-token"}
@@ -30,9 +32,11 @@ KIOSK = {"authorization": "Bearer demo-kiosk-token"}
 def november(sup_config: HallConfig, tmp_path: Path) -> Iterator[HallRuntime]:
     """A box that ran all of November 2026: S001 with a late day, a day of missing noon
     punches, two days' leave and an absence; S007 (own schedule) always on time."""
-    rt = HallRuntime(sup_config, tmp_path / "data", clock=FakeClock(at(1, 7, 0)))
+    rt = HallRuntime.open(sup_config, tmp_path / "data", clock=FakeClock(at(1, 7, 0)))
     rt.tick()
-    svc = Supervision.of(rt)
+    services = services_for(rt)
+    svc = services.supervision
+    assert svc is not None
     d = date(2026, 11, 1)
     while d.month == 11:
         if svc.rules.is_workday("S001", d):
@@ -47,7 +51,7 @@ def november(sup_config: HallConfig, tmp_path: Path) -> Iterator[HallRuntime]:
         d += timedelta(days=1)
     rt.clock.set(at(1, 9, 0, month=12))  # type: ignore[attr-defined]
     rt.tick()
-    yield rt
+    yield rt, services
     rt.close()
 
 
@@ -56,9 +60,9 @@ S002 = ["S002", "李娜", "区医保局", 21, 0, 0, 0, 0, 0, 0, 0, 21, 0, 0.0]
 S007 = ["S007", "赵敏", "区政务服务中心", 21, 21, 21, 0, 0, 0, 0, 0, 0, 0, 100.0]
 
 
-def test_month_summary_cell_by_cell(november: HallRuntime) -> None:
-    rt = november
-    with TestClient(create_app(rt)) as c:
+def test_month_summary_cell_by_cell(november: tuple[HallRuntime, HallServices]) -> None:
+    rt, services = november
+    with TestClient(create_app(rt, services)) as c:
         r = c.post("/api/v1/leaves", headers=MANAGER, json={
             "staff": "S001", "from": "2026-11-10", "to": "2026-11-11", "kind": "事假"})
         assert r.status_code == 201, r.text
@@ -96,8 +100,8 @@ def test_month_summary_cell_by_cell(november: HallRuntime) -> None:
         assert s1[0] == "人员" and s1[2:4] == ["王芳", "区民政局"] and s1[-1] == "94.74"
 
         # The records journalled day by day (corrected by the leave) give the same rate.
-        svc = Supervision.of(rt)
-        svc.tick()
+        assert services.supervision is not None
+        services.supervision.tick()
         st = c.get("/api/v1/stats?from=2026-11-01&to=2026-11-30&by=staff", headers=MANAGER)
         rate = {row["key"]: row["attendance_rate"] for row in st.json()["rows"]}
         assert rate["S001"] == 94.74 and rate["S007"] == 100.0 and rate["S002"] == 0.0
@@ -112,10 +116,11 @@ def assert_problem(r, status: int, code: str, pointer: str) -> None:
     assert pointer in [e["pointer"] for e in body.get("errors", [])], body
 
 
-def test_bad_input_is_refused_with_pointer_and_changes_nothing(sup_rt: HallRuntime) -> None:
+def test_bad_input_is_refused_with_pointer_and_changes_nothing(
+        sup_rt: HallRuntime, sup_services: HallServices) -> None:
     rt = sup_rt
     rt.clock.set(at(23, 9, 0))  # type: ignore[attr-defined]
-    with TestClient(create_app(rt)) as c:
+    with TestClient(create_app(rt, sup_services)) as c:
         head = rt.store.head_seq
         q = "/api/v1/reports/attendance"
         assert_problem(c.get(f"{q}?month=2026-13", headers=MANAGER), 422, "bad-month",
@@ -161,23 +166,26 @@ def test_bad_input_is_refused_with_pointer_and_changes_nothing(sup_rt: HallRunti
         assert journal(rt, "leave.recorded")[0]["data"]["by"] == "manager"
 
 
-def test_alerts_and_console_prompt_over_http(sup_rt: HallRuntime) -> None:
-    from edge.domain.rating import Level, Submission
-    from edge.ratings import RatingService
-
+def test_alerts_and_console_prompt_over_http(sup_rt: HallRuntime,
+                                             sup_services: HallServices) -> None:
     rt = sup_rt
     rt.clock.set(at(23, 9, 0))  # type: ignore[attr-defined]
-    svc = Supervision.of(rt)
-    with TestClient(create_app(rt)) as c:
+    svc = sup_services.supervision
+    assert svc is not None
+    with TestClient(create_app(rt, sup_services)) as c:
         r = c.post("/api/v1/sessions", json={"staff_id": "S001", "pin": "8001", "window": 1})
         staff = {"authorization": f"Bearer {r.json()['token']}"}
         rt.execute(lambda h: h.issue("SHMS"))
         for step in ("call-next", "start", "finish"):
             assert c.post(f"/api/v1/windows/1/{step}", headers=staff).status_code == 200
-        ratings = RatingService.of(rt)
+        ratings = sup_services.ratings
         assert ratings is not None
-        ratings.submit(Submission(1, Level.VERY_DISSATISFIED, "tablet", "eval-w1",
-                                  reason="服务态度差"))
+        for _ in range(500):  # the request follows the finish on the app's loop
+            if ratings.pending_for(1) is not None:
+                break
+            time.sleep(0.01)
+        rate(rt, sup_services, Submission(1, Level.VERY_DISSATISFIED, "tablet", "eval-w1",
+                                          reason="服务态度差"))
         rt.execute(lambda h: h.issue("TZJS"))  # nobody at windows 6 and 7
         rt.clock.advance(minutes=6)  # type: ignore[attr-defined]
         svc.tick()

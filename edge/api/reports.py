@@ -6,6 +6,7 @@ Every refusal is problem+json with the pointer of the failing parameter.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -15,6 +16,7 @@ from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from edge.api.auth import require
+from edge.assembly import HallServices
 from edge.domain import stats as stats_mod
 from edge.runtime import HallRuntime
 from edge.supervision import Supervision, summary_csv, summary_xlsx
@@ -39,18 +41,24 @@ class SpotCheckRequest(BaseModel):
     note: str | None = Field(default=None, max_length=200)
 
 
-def router(rt: HallRuntime) -> APIRouter:
+def router(rt: HallRuntime, services: HallServices) -> APIRouter:
     r = APIRouter(prefix="/api/v1")
 
     def svc() -> Supervision:
-        return Supervision.of(rt)
+        if services.supervision is None:
+            from edge.domain.errors import DomainError
+
+            raise DomainError("not_found", "no-supervision",
+                              "supervision is not running on this box")
+        return services.supervision
 
     @r.get("/reports/attendance")
     async def attendance_report(
             request: Request, month: Annotated[str, Query(max_length=7)],
             format: Annotated[Literal["csv", "xlsx", "json"], Query()] = "json") -> Response:
         require(request, rt, "manager", "central")
-        s = svc().month_summary(month)
+        # Reading a month of punches and judging it: off the loop.
+        s = await asyncio.to_thread(svc().month_summary, month)
         name = f"attendance-{rt.config.hall.site}-{s.month}"
         if format == "csv":
             # With a BOM, so spreadsheet programs read the Chinese headers as UTF-8.
@@ -74,13 +82,14 @@ def router(rt: HallRuntime) -> APIRouter:
         require(request, rt, "manager", "central")
         start = stats_mod.parse_date(from_, "/query/from")
         end = stats_mod.parse_date(to, "/query/to")
-        return svc().stats(start, end, by)
+        # Up to a year of events: off the loop.
+        return await asyncio.to_thread(svc().stats, start, end, by)
 
     @r.post("/leaves", status_code=201)
     async def leave(body: LeaveRequest, request: Request) -> dict[str, Any]:
         who = require(request, rt, "manager")
-        return svc().record_leave(body.staff, body.from_, body.to, body.kind, body.note,
-                                  who.name)
+        return await svc().record_leave(body.staff, body.from_, body.to, body.kind, body.note,
+                                        who.name)
 
     @r.get("/alerts")
     async def alerts(request: Request) -> dict[str, Any]:
@@ -91,7 +100,7 @@ def router(rt: HallRuntime) -> APIRouter:
     async def acknowledge(alert: Annotated[str, PathParam(max_length=160)],
                           request: Request) -> dict[str, Any]:
         who = require(request, rt, "manager")
-        return svc().acknowledge(alert, who.name)
+        return await svc().acknowledge(alert, who.name)
 
     @r.get("/windows/{window}/spotcheck")
     async def window_spot_check(window: Annotated[int, PathParam(ge=1, le=9999)],
