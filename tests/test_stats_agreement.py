@@ -24,8 +24,15 @@ from edge.domain.rating import Level, Submission
 from edge.link import protocol as P
 from edge.link.commands import CommandRouter
 from edge.runtime import HallRuntime
+from tests.floor_supervision_fixtures import (
+    at,
+    punch,
+    rate,
+    raw_config,
+    services_for,
+    sweep_ratings,
+)
 from tests.link_fixtures import pg_database, pg_dsn
-from tests.floor_supervision_fixtures import at, punch, rate, raw_config, services_for, sweep_ratings
 
 __all__ = ["pg_database", "pg_dsn"]
 KEY = "stats-test-command-key"

@@ -11,7 +11,7 @@ from drivers.attendance import AttendanceDriver
 from drivers.protocols import zk
 from drivers.sim.zk_terminal import ZkTerminalSim
 from edge.assembly import HallServices
-from edge.config.devices_staff import AttendanceTerminalConfig
+from edge.config.supervision_devices import AttendanceTerminalConfig
 from edge.domain.errors import DomainError
 from edge.domain.model import DomainEvent
 from edge.domain.rating import Level, Submission
