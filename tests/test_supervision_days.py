@@ -15,6 +15,7 @@ from edge.config.supervision_devices import AttendanceTerminalConfig
 from edge.domain.errors import DomainError
 from edge.domain.model import DomainEvent
 from edge.domain.rating import Level, Submission
+from edge.health import DeviceHealth
 from edge.runtime import HallRuntime
 from edge.supervision import Supervision
 from tests.floor_supervision_fixtures import *  # noqa: F403  (fixtures)
@@ -300,3 +301,42 @@ def test_restart_between_two_schedules_ends(sup_rt: HallRuntime, sup: Supervisio
     assert sorted(staff) == sorted(s.id for s in rt.config.staff)
     again.tick()
     assert len(journal(rt, "attendance.recorded")) == len(rt.config.staff)
+
+
+def test_device_fault_and_outbox_alerts(sup_rt: HallRuntime, sup: Supervision) -> None:
+    rt = sup_rt
+    rt.clock.set(at(23, 9, 0))  # type: ignore[attr-defined]
+
+    def levels(kind: str) -> list[tuple[str, str]]:
+        return [(e["type"], e["data"]["level"]) for e in journal(rt, "alert.raised",
+                                                                 "alert.cleared")
+                if e["data"]["kind"] == kind]
+
+    rt.health.report(DeviceHealth("printer-kiosk-1", "printer", False, "B", "paper out"))
+    rt.health.report(DeviceHealth("board-w3", "board", True, "C", "slow answers"))
+    sup.tick()
+    assert levels("device_fault") == [("alert.raised", "yellow")]  # grade C is no alert
+    rt.health.report(DeviceHealth("printer-kiosk-1", "printer", False, "A", "cutter jammed"))
+    sup.tick()
+    assert levels("device_fault")[-1] == ("alert.raised", "red")
+    rt.health.report(DeviceHealth("printer-kiosk-1", "printer", True, None, ""))
+    sup.tick()
+    assert levels("device_fault")[-1] == ("alert.cleared", "red")
+
+    def link(unsent: int) -> None:
+        rt.health.report(DeviceHealth("mqtt-link", "link", True, None, "", {
+            "backlog": 1, "oldest_unsent_s": 0, "unsent_bytes": unsent, "quota_bytes": 1000,
+            "boot": 1, "inflight": 0}))
+
+    link(499)
+    sup.tick()
+    assert levels("outbox_quota") == []
+    link(500)
+    sup.tick()
+    link(850)
+    sup.tick()
+    link(100)
+    sup.tick()
+    assert levels("outbox_quota") == [("alert.raised", "yellow"), ("alert.raised", "red"),
+                                      ("alert.cleared", "red")]
+    check_schemas(rt)
