@@ -484,7 +484,11 @@ class SupervisionLoop:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self._task = asyncio.create_task(self._run(), name="supervision")
+
+    def alive(self) -> bool:
+        """For the assembly's supervisor: the evaluation task still runs."""
+        return self._task is not None and not self._task.done()
 
     async def _run(self) -> None:
         while True:
