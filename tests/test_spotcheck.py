@@ -182,3 +182,67 @@ def test_a_check_running_through_a_restart_ends_once(tmp_path) -> None:
     [r] = journal(rt, "spotcheck.result")
     assert r["data"]["check"] == "SC-r" and r["data"]["result"] == "timeout"
     rt.close()
+
+
+def test_the_assembled_box_checks_through_its_own_sensor(tmp_path) -> None:
+    """`build_box` with the supervision devices plugin and --sim: the service, its loop and
+    commands are there, and a spot check over HTTP reads the simulated window sensor."""
+    import httpx
+
+    from drivers import supervision_devices
+    from edge.assembly import build_box
+    from edge.clock import FakeClock
+
+    cfg = parse_config(raw_config())
+    clock = FakeClock(at(23, 9, 0))
+
+    async def main() -> dict:
+        box = build_box(cfg, tmp_path / "box", plugins=[supervision_devices.build], sim=True,
+                        clock=clock)
+        await box.start()
+        try:
+            assert box.services.supervision is not None
+            assert {"spotcheck.start", "attendance.summary", "stats.get"} <= set(
+                box.services.commands)
+            assert "supervision" in [c.name for c in box.components]
+            drv = box.services.sensors["fp-w1"]
+            sim = next(s for s in box.sims
+                       if isinstance(s, R30xSim) and str(s.endpoint).endswith("fp-w1"))
+            await asyncio.wait_for(drv.ready.wait(), 10)  # type: ignore[attr-defined]
+
+            async def finger_twice() -> None:
+                await until(lambda: sim.commands.count(Instr.GEN_IMG) >= 1)
+                sim.place_finger("S001-right-index")
+                await until(lambda: Instr.IMG2TZ in sim.commands)
+                n = len(sim.commands)
+                sim.lift_finger()
+                await until(lambda: Instr.GEN_IMG in sim.commands[n:])
+                sim.place_finger("S001-right-index")
+
+            helper = asyncio.create_task(finger_twice())
+            await drv.enrol("S001")
+            await helper
+            sim.lift_finger()
+            await box.runtime.run(lambda h: (None, h.login("S001", 1)))
+
+            async def finger_when_asked() -> None:
+                g = sim.commands.count(Instr.GEN_IMG)
+                await until(lambda: sim.commands.count(Instr.GEN_IMG) > g)
+                sim.place_finger("S001-right-index")
+
+            helper = asyncio.create_task(finger_when_asked())
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=box.app),
+                                         base_url="http://box") as c:
+                r = await c.post("/api/v1/spotchecks", headers={
+                    "authorization": "Bearer demo-manager-token"}, json={
+                    "window": 1, "deadline": (clock.now() + timedelta(seconds=20)).isoformat()})
+            await helper
+            assert r.status_code == 200, r.text
+            return r.json()
+        finally:
+            await box.stop()
+            box.close()
+
+    out = asyncio.run(main())
+    assert (out["result"], out["staff"], out["identified"], out["sensor"]) == (
+        "passed", "S001", "S001", "fp-w1")
