@@ -133,7 +133,9 @@ def create_app(rt: HallRuntime, services: HallServices | None = None) -> FastAPI
 
     @app.get("/api/v1/board")
     async def board() -> dict[str, Any]:
-        rt.tick()
+        opened = rt.tick()
+        if opened is not None:
+            await opened.done()
         return rt.hall.board()
 
     pending_keys: dict[str, tuple[str, asyncio.Future[Ticket]]] = {}

@@ -45,7 +45,12 @@ def identify(request: Request, rt: HallRuntime) -> Principal | None:
             return Principal(t.role, t.name)
     row = rt.store.session(digest)
     if row and datetime.fromisoformat(row[2]) > rt.clock.now():
-        return Principal("staff", row[0], row[1])
+        staff, window = row[0], row[1]
+        # Valid only while that staff member is still logged in at that window in memory: a
+        # logout or a new business day ends it at once, before its row's deletion commits.
+        w = rt.hall.windows.get(window)
+        if w is not None and w.staff == staff:
+            return Principal("staff", staff, window)
     return None
 
 
