@@ -2,9 +2,9 @@
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := mosquitto mosquitto-clients ffmpeg chromium fonts-wqy-zenhei espeak-ng sox sqlite3
+APT_PACKAGES := mosquitto mosquitto-clients ffmpeg chromium fonts-wqy-zenhei espeak-ng sox sqlite3 systemd udev
 
-.PHONY: run test test-long bench lint sysdeps venv clean
+.PHONY: run test test-long bench lint sysdeps venv clean wheel install uninstall
 
 # System packages: installed with apt-get only when one is missing.
 .make-sysdeps: Makefile
@@ -43,8 +43,25 @@ test-long: sysdeps venv
 bench: sysdeps venv
 	$(PY) -m bench
 
+# The installable package: pages (with their installed front-end assets), schemas, examples.
+# UI_ASSETS: the target that installs the pages' front-end assets, so the wheel carries them.
+UI_ASSETS ?=
+wheel: venv $(UI_ASSETS)
+	rm -rf build dist
+	$(PY) -m pip wheel -q --no-deps -w dist .
+	@ls dist/*.whl
+
+# A supervised service on this machine (root): user, dirs, venv, unit, udev rules, config.
+# DESTDIR=/tmp/root installs into a directory instead (no user, no reload). Idempotent.
+install: wheel
+	DESTDIR="$(DESTDIR)" WHEEL="$$(ls dist/hallbox-*.whl)" PYTHON=$(PYTHON) scripts/install.sh
+
+# Removes program, unit and rules; keeps the config, the data and the user.
+uninstall:
+	DESTDIR="$(DESTDIR)" scripts/uninstall.sh
+
 lint: venv
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) .make-sysdeps var .pytest_cache .hypothesis
+	rm -rf $(VENV) .make-sysdeps var .pytest_cache .hypothesis build dist
