@@ -78,13 +78,15 @@ def _verified(path: Path) -> VerifyResult:
     return r
 
 
-def backup(db: Path, dest: Path, *, now: datetime | None = None) -> BackupResult:
-    """Copy the database `db` to `dest` (a file, or a directory to put a dated copy in)."""
+def backup(db: Path, dest: Path, *, into_dir: bool = False,
+           now: datetime | None = None) -> BackupResult:
+    """Copy the database `db` to `dest`: a file, or (an existing directory, or `into_dir`) a
+    directory to put a dated copy in."""
     if db.is_dir():
         db = db / DB_NAME
     if not db.is_file():
         raise BackupError(f"no database at {db}")
-    if dest.is_dir() or str(dest).endswith("/"):
+    if dest.is_dir() or into_dir:
         dest.mkdir(parents=True, exist_ok=True)
         stamp = (now or datetime.now().astimezone()).strftime("%Y%m%d-%H%M%S")
         dest = dest / f"{PREFIX}{stamp}.db"
@@ -234,7 +236,8 @@ class DailyBackup:
 
     async def run_once(self) -> BackupResult | None:
         try:
-            r = await asyncio.to_thread(backup, self.db, self.directory / "", now=self._now())
+            r = await asyncio.to_thread(backup, self.db, self.directory, into_dir=True,
+                                       now=self._now())
             await asyncio.to_thread(prune, self.directory, self.keep)
         except Exception as e:
             log.error("daily backup failed: %s", e)

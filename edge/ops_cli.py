@@ -22,7 +22,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from edge.backup import BackupError, backup
 
     try:
-        r = backup(_data_dir(args), Path(args.dest))
+        r = backup(_data_dir(args), Path(args.dest), into_dir=args.dest.endswith("/"))
     except BackupError as e:
         print(f"backup failed: {e}", file=sys.stderr)
         return 1
