@@ -26,7 +26,8 @@ def _config_or_exit(path: str) -> HallConfig:
     try:
         return load_config(path)
     except ConfigError as e:
-        print(str(e), file=sys.stderr)
+        # An error may quote a value, e.g. a broker URL with its password in it.
+        print(logs.REDACT(str(e)), file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import httpx
 
 from edge.config import ConfigError, HallConfig, load_config
+from edge.logs import REDACT
 
 Status = Literal["ok", "warn", "fail"]
 # Free space below these: the outbox and the recordings can no longer grow safely.
@@ -110,7 +111,7 @@ def check_config(ctx: Context, rep: Report) -> None:
     try:
         ctx.config = load_config(ctx.config_path)
     except ConfigError as e:
-        issues = "; ".join(str(i) for i in e.issues[:5])
+        issues = REDACT("; ".join(str(i) for i in e.issues[:5]))
         more = f" (+{len(e.issues) - 5} more)" if len(e.issues) > 5 else ""
         rep.add("config", "fail", f"{ctx.config_path}: {issues}{more}",
                 f"edit {ctx.config_path} at the key paths shown; check with "
