@@ -273,7 +273,7 @@ def check_devices(ctx: Context, rep: Report) -> None:
     unknown: list[str] = []
     for dev_id, cls, where in devices:
         name = f"{cls}: {dev_id}"
-        if where is not None and not (where.startswith("tcp://") and ctx.live is None):
+        if where is not None:
             present, what = _present(where)
             if not present:
                 rep.add(name, "fail", what, _plug_fix(cls, where))

@@ -196,5 +196,8 @@ def setup(level: str | None = None, stream: Any = None) -> logging.Handler:
         root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(level or os.environ.get("HALLBOX_LOG", "INFO"))
+    # Libraries that log every request at INFO: routine, not worth a person's attention.
+    for noisy in ("httpx", "httpcore", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     _installed = handler
     return handler

@@ -102,6 +102,7 @@ class BoxProcess:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    devices: bool = False  # False: --no-devices (queue, API, link only)
 
     @property
     def url(self) -> str:
@@ -115,7 +116,8 @@ class BoxProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [*self.exe, "run", "--config", str(self.config), "--data", str(self.data),
-                 "--port", str(self.port), "--no-devices", "--ignore-hours"],
+                 "--port", str(self.port), "--ignore-hours",
+                 *([] if self.devices else ["--no-devices"])],
                 cwd=self.cwd or self.data.parent, env=env, stdout=log, stderr=log)
         if wait:
             self.wait_ready()
@@ -148,3 +150,11 @@ class BoxProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+
+def doctor_checks(ctx: object) -> list[object]:
+    """An area check module as `hallbox doctor` loads one (tests/test_doctor.py uses this file)."""
+    from edge.doctor import Check
+
+    return [Check("probe: area", "warn", f"looked at {getattr(ctx, 'config_path', '?')}",
+                  "nothing to do")]
