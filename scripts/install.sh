@@ -73,6 +73,11 @@ VENV="$DESTDIR$PREFIX/venv"
     --force-reinstall "$WHEEL"
 say "installed $(basename "$WHEEL") into $VENV"
 
+# The command on the PATH for people: hallbox doctor, backup, hash-pin ...
+BINDIR=${BINDIR:-/usr/local/bin}
+install -d -m 0755 "$DESTDIR$BINDIR"
+ln -sfn "$PREFIX/venv/bin/hallbox" "$DESTDIR$BINDIR/hallbox"
+
 # 5. The example config, only when there is no config yet.
 if [ -e "$DESTDIR$SYSCONFDIR/hall.toml" ]; then
     say "config $SYSCONFDIR/hall.toml kept"

@@ -13,7 +13,9 @@ UDEVDIR=${UDEVDIR:-/etc/udev/rules.d}
 if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; then
     systemctl disable --now hallbox.service 2>/dev/null || true
 fi
-rm -f "$DESTDIR$UNITDIR/hallbox.service" "$DESTDIR$UDEVDIR/99-hallbox.rules"
+BINDIR=${BINDIR:-/usr/local/bin}
+rm -f "$DESTDIR$UNITDIR/hallbox.service" "$DESTDIR$UDEVDIR/99-hallbox.rules" \
+    "$DESTDIR$BINDIR/hallbox"
 rm -rf "$DESTDIR$PREFIX/venv"
 rmdir "$DESTDIR$PREFIX" 2>/dev/null || true
 if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; then

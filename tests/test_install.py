@@ -87,6 +87,7 @@ def test_layout_of_the_install(installed: Installed) -> None:
     assert stat.S_IMODE((r / "etc/hallbox").stat().st_mode) == 0o750
     unit = (r / "etc/systemd/system/hallbox.service").read_text()
     assert "ExecStart=/opt/hallbox/venv/bin/hallbox run --config /etc/hallbox/hall.toml" in unit
+    assert os.readlink(r / "usr/local/bin/hallbox") == "/opt/hallbox/venv/bin/hallbox"
 
 
 def test_runs_from_the_installed_wheel_outside_the_checkout(installed: Installed,
@@ -169,4 +170,5 @@ def test_second_install_keeps_config_and_data_then_uninstall_keeps_them(
     assert not (installed.root / "etc/systemd/system/hallbox.service").exists()
     assert not (installed.root / "etc/udev/rules.d/99-hallbox.rules").exists()
     assert not installed.venv.exists()
+    assert not (installed.root / "usr/local/bin/hallbox").is_symlink()
     assert installed.config.exists() and (installed.data / "hallbox.db").exists()
