@@ -149,22 +149,22 @@ def check_database(ctx: Context, rep: Report) -> None:
                 "stop the box, run `hallbox verify` on it; restore the last backup if broken")
         return
     expected = _schema_version()
-    if expected is not None and version > expected:
+    if version > expected:
         rep.add("schema", "fail", f"database schema {version} is newer than this hallbox "
                 f"({expected})", "install the hallbox version that wrote it (no downgrades)")
-    elif expected is not None and version < expected:
+    elif version < expected:
         rep.add("schema", "warn", f"database schema {version}; this hallbox upgrades it to "
-                f"{expected} at start", "start the box (a backup is taken first: hallbox backup)")
+                f"{expected} at start",
+                "take a copy first (hallbox backup DIR/), then start the box")
     else:
         rep.add("schema", "ok", f"schema version {version}")
     rep.add("database", "ok", f"{db}: journal head seq {head}, {pending} events not yet sent")
 
 
-def _schema_version() -> int | None:
-    from edge import store
+def _schema_version() -> int:
+    from edge.migrations import LATEST
 
-    v = getattr(store, "SCHEMA_VERSION", None)
-    return int(v) if v is not None else None
+    return LATEST
 
 
 # ---- the running box ----------------------------------------------------------------------

@@ -116,7 +116,7 @@ def test_one_box_per_data_directory(tmp_path: Path) -> None:
 
 def _runtime(tmp_path: Path, clock: FakeClock) -> HallRuntime:
     cfg = parse_config(__import__("tomllib").loads(hall_config_text()))
-    rt = HallRuntime(cfg, tmp_path / "data", clock=clock, ignore_hours=True)
+    rt = HallRuntime.open(cfg, tmp_path / "data", clock=clock, ignore_hours=True)
     rt.tick()
     return rt
 

@@ -156,3 +156,64 @@ def test_box_process_ready_pings_hang_and_stop(tmp_path: Path,
         notify_socket.wait_for("STOPPING=1", 5)
     finally:
         box.stop()
+
+
+def test_hung_writer_stops_the_pings(tmp_path: Path, notify_socket: NotifySocket) -> None:
+    import sqlite3
+
+    from edge.store import Store
+
+    store = Store(tmp_path / "hallbox.db", site="t", box="b")
+    # Another process holding the database's write lock: the writer's group cannot commit.
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    lt = LoopThread(Watchdog([Liveness("store writer",
+                                       lambda: store.writer_responsive(0.3))], 0.02))
+    try:
+        notify_socket.wait_for("WATCHDOG=1", 5)  # idle writer: alive
+        done = store.write(lambda db: db.execute(
+            "INSERT INTO meta(key, value) VALUES ('probe', '1')"))
+        notify_socket.wait_for("STATUS=not alive: store writer", 5)
+        time.sleep(0.3)  # several watchdog rounds: none of them pings
+        assert all("WATCHDOG=1" not in m for m in notify_socket.drain())
+        assert not done.done()
+        blocker.execute("COMMIT")  # the lock is released: the group commits, pings resume
+        done.result(10)
+        notify_socket.wait_for("WATCHDOG=1", 5)
+    finally:
+        lt.stop()
+        blocker.close()
+        store.close()
+
+
+def test_liveness_of_the_assembled_box(tmp_path: Path) -> None:
+    import tomllib
+
+    from edge import service
+    from edge.assembly import build_box
+    from edge.config import parse_config
+
+    cfg = parse_config(tomllib.loads(hall_config_text()))
+
+    async def run() -> None:
+        box = build_box(cfg, tmp_path / "data")
+        box.components += service.backup_components(box.runtime)
+        await box.start()
+        try:
+            checks = service.liveness_checks(box)
+            names = [c.name for c in checks]
+            assert names[0] == "store writer" and "supervisor backup" in names
+            assert all(c.alive() for c in checks)
+            # A supervisor whose task died: its check fails, so the pings would stop.
+            sup = next(s for s in box.supervised if s.name == "backup")
+            assert sup._task is not None
+            sup._task.cancel()
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert not next(c for c in checks if c.name == "supervisor backup").alive()
+        finally:
+            await box.stop()
+            box.close()
+        assert not checks[0].alive()  # the writer thread is gone after close
+
+    asyncio.run(run())
