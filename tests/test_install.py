@@ -77,6 +77,18 @@ def test_wheel_carries_pages_schemas_and_examples(installed: Installed) -> None:
     assert example == (ROOT / "config/hall.example.toml").read_bytes()
 
 
+def test_wheel_carries_every_file_under_the_pages(installed: Installed) -> None:
+    # The pages and whatever front-end assets the Makefile installed next to them
+    # (kiosk_ui/node_modules/...): all of it travels.
+    import zipfile
+
+    names = set(zipfile.ZipFile(installed.wheel).namelist())
+    assets = [p.relative_to(ROOT).as_posix() for p in (ROOT / "kiosk_ui").rglob("*")
+              if p.is_file() and "__pycache__" not in p.parts]
+    assert "kiosk_ui/index.html" in assets
+    assert [a for a in assets if a not in names] == []
+
+
 def test_layout_of_the_install(installed: Installed) -> None:
     r = installed.root
     for p in ("etc/systemd/system/hallbox.service", "etc/udev/rules.d/99-hallbox.rules",
