@@ -37,7 +37,7 @@ BACKUP_MAX_AGE_H = 36
 DEMO_TOKENS = ("demo-kiosk-token", "demo-manager-token", "demo-central-token")
 # Optional areas of the config and the module that knows how to check them; a module missing
 # from this build makes its check fail (configured but not supported), never the doctor.
-AREA_CHECKS = {"cameras": "edge.video.doctor"}
+AREA_CHECKS = {"video": "edge.doctor_video"}
 
 
 @dataclass
