@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretBytes, SecretStr
 
 # Field names whose string values are secrets wherever they occur in the config.
 _SECRET_FIELD = re.compile(r"(password|passwd|secret|token|_key$|^key$|pin_hash|_sha256$|hmac)")
@@ -66,7 +66,10 @@ REDACT = Redactor()
 def config_secrets(obj: Any, field: str = "") -> set[str]:
     """Every string under a secret-looking field name of a (pydantic) config, recursively."""
     out: set[str] = set()
-    if isinstance(obj, BaseModel):
+    if isinstance(obj, SecretStr | SecretBytes):
+        value = obj.get_secret_value()
+        out.add(value.decode("utf-8", "replace") if isinstance(value, bytes) else value)
+    elif isinstance(obj, BaseModel):
         for name in type(obj).model_fields:
             out |= config_secrets(getattr(obj, name), name)
     elif isinstance(obj, dict):

@@ -18,7 +18,9 @@ import pytest
 from argon2 import PasswordHasher
 
 from edge import logs
+from edge.central.client import CentralBroker, send_command
 from edge.config import parse_config
+from edge.link import protocol as P
 from tests.link_fixtures import Broker, broker, pki  # noqa: F401 - fixtures
 from tests.ops_fixtures import BoxProcess, hall_config_text, sha
 
@@ -103,6 +105,19 @@ def test_config_secrets_found_wherever_they_sit() -> None:
     assert sha("demo-kiosk-token") in found
 
 
+def test_pydantic_secret_values_are_found() -> None:
+    from pydantic import BaseModel, SecretStr
+
+    class Camera(BaseModel):
+        id: str
+        password: SecretStr | None = None
+        rtsp: str
+
+    found = logs.config_secrets(Camera(id="cam-w1", password=SecretStr("cam-pass-1"),
+                                       rtsp="rtsp://admin:rtsp-pass-2@10.0.0.9/stream"))
+    assert found == {"cam-pass-1", "rtsp-pass-2"}
+
+
 def test_redaction_patterns() -> None:
     r = logs.Redactor()
     r.add(["s3cr3t-value"])
@@ -159,6 +174,16 @@ status_interval_s = 0.5
                 time.sleep(0.05)
 
         wait_log("mqtt link up")
+        # Central commands signed with the HMAC key: one good, one forged (refused, logged).
+        central = CentralBroker(broker.central_url())
+        ok = send_command(central, command_key, "t", "box-1", "health.get", {}, timeout=10)
+        assert ok is not None and ok["ok"], ok
+        forged = P.make_command("another-key-of-16-chars", "t", "box-1", "display.message",
+                                {"text": "forged", "seconds": 10, "target": "main"})
+        bad = send_command(central, command_key, "t", "box-1", "display.message",
+                           payload=forged, timeout=10)
+        assert bad is not None and bad["error"]["code"] == "bad-signature"
+        wait_log("refused")
         broker.stop()
         wait_log("mqtt link lost")
         broker.start()
