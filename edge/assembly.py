@@ -112,10 +112,6 @@ class Supervised:
             self._fail(f"failed to start: {type(e).__name__}: {e}")
         self._task = asyncio.create_task(self._watch(), name=f"supervise-{self.name}")
 
-    def watching(self) -> bool:
-        """Issue 13, for the watchdog: this supervisor's task still runs."""
-        return self._task is not None and not self._task.done()
-
     def _fail(self, why: str) -> None:
         if not self.failed:
             self.failed = True
