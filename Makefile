@@ -43,10 +43,9 @@ test-long: sysdeps venv
 bench: sysdeps venv
 	$(PY) -m bench
 
-# The installable package: pages (with their installed front-end assets), schemas, examples.
-# UI_ASSETS: the target that installs the pages' front-end assets, so the wheel carries them.
-UI_ASSETS ?=
-wheel: venv $(UI_ASSETS)
+# The installable package: the pages with what `venv` installs under kiosk_ui/ (the pages'
+# npm assets), the schemas, the examples.
+wheel: venv
 	rm -rf build dist
 	$(PY) -m pip wheel -q --no-deps -w dist .
 	@ls dist/*.whl

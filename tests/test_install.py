@@ -80,13 +80,21 @@ def test_wheel_carries_pages_schemas_and_examples(installed: Installed) -> None:
 def test_wheel_carries_every_file_under_the_pages(installed: Installed) -> None:
     # The pages and whatever front-end assets the Makefile installed next to them
     # (kiosk_ui/node_modules/...): all of it travels.
+    import fnmatch
+    import tomllib
     import zipfile
 
     names = set(zipfile.ZipFile(installed.wheel).namelist())
+    excluded = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "exclude-package-data"]["kiosk_ui"]
     assets = [p.relative_to(ROOT).as_posix() for p in (ROOT / "kiosk_ui").rglob("*")
-              if p.is_file() and "__pycache__" not in p.parts]
-    assert "kiosk_ui/index.html" in assets
-    assert [a for a in assets if a not in names] == []
+              if p.is_file()]
+    wanted = [a for a in assets
+              if not any(fnmatch.fnmatch(a, f"kiosk_ui/{x}") for x in excluded)]
+    assert "kiosk_ui/index.html" in wanted
+    assert [a for a in wanted if a not in names] == []
+    # What no page loads stays out of the wheel.
+    assert not [n for n in names if n.endswith(".map") or "/echarts/lib/" in n]
 
 
 def test_layout_of_the_install(installed: Installed) -> None:
