@@ -78,8 +78,8 @@ def test_wheel_carries_pages_schemas_and_examples(installed: Installed) -> None:
 
 
 def test_wheel_carries_every_file_under_the_pages(installed: Installed) -> None:
-    # The pages and whatever front-end assets the Makefile installed next to them
-    # (kiosk_ui/node_modules/...): all of it travels.
+    # The pages and the front-end assets installed next to them (kiosk_ui/node_modules/...):
+    # everything but pyproject's exclusions (source maps, npm sources and types) travels.
     import fnmatch
     import tomllib
     import zipfile
