@@ -192,3 +192,105 @@ def test_second_install_keeps_config_and_data_then_uninstall_keeps_them(
     assert not installed.venv.exists()
     assert not (installed.root / "usr/local/bin/hallbox").is_symlink()
     assert installed.config.exists() and (installed.data / "hallbox.db").exists()
+
+
+ROOT_INSTALL = r"""
+set -eu
+# Private mounts: what the install writes to /etc, /opt, /var/lib and /usr/local lands in
+# overlays under $OV and vanishes with this namespace; the machine is not changed.
+for d in etc opt var/lib usr/local; do
+    mkdir -p "$OV/u/$d" "$OV/w/$d"
+    mount -t overlay overlay -o "lowerdir=/$d,upperdir=$OV/u/$d,workdir=$OV/w/$d" "/$d"
+done
+WHEEL="$WHEEL" PYTHON=/usr/bin/python3 "$SRC/scripts/install.sh"
+WHEEL="$WHEEL" PYTHON=/usr/bin/python3 "$SRC/scripts/install.sh"   # again: idempotent
+# The test's own port, and a hall open around the clock so a ticket can be taken now.
+sed -i -e "s/^port = 8080/port = $PORT/" -e 's/^hours = .*/hours = ["00:00-24:00"]/' \
+    -e 's/^days = .*/days = [1, 2, 3, 4, 5, 6, 7]/' /etc/hallbox/hall.toml
+echo "USER $(id -un hallbox) $(id -Gn hallbox)"
+echo "STAT $(stat -c '%U:%G %a %n' /etc/hallbox /etc/hallbox/hall.toml /var/lib/hallbox \
+    /var/lib/hallbox/backups | tr '\n' ' ')"
+echo "LINK $(readlink /usr/local/bin/hallbox)"
+echo INSTALLED
+# What systemd's ExecStart= runs, as the unit's User=, Group= and groups.
+cmd=$(sed -n 's/^ExecStart=//p' /etc/systemd/system/hallbox.service)
+exec setpriv --reuid=hallbox --regid=hallbox --init-groups \
+    env -i PATH=/usr/bin:/bin NOTIFY_SOCKET="$NOTIFY" HOME=/var/lib/hallbox $cmd
+"""
+
+
+def test_root_install_in_a_private_mount_namespace(installed: Installed,
+                                                    tmp_path: Path) -> None:
+    """The real path (no DESTDIR): user created, ownership and modes set, twice, with Debian's
+    python3; then the unit's ExecStart run as the unit's user. Only systemd itself (PID 1)
+    is missing in a container."""
+    if shutil.which("unshare") is None or not Path("/usr/bin/python3").exists():
+        pytest.skip("needs unshare and Debian's python3")
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mkdir -p {tmp_path}/p/u "
+                            f"{tmp_path}/p/w && mount -t overlay overlay -o lowerdir=/etc,"
+                            f"upperdir={tmp_path}/p/u,workdir={tmp_path}/p/w /etc"],
+                           capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"no mount namespace with overlayfs here: {probe.stderr[:200]}")
+    from tests.ops_fixtures import free_port
+
+    had_user, had_opt = _has_user("hallbox"), Path("/opt/hallbox").exists()
+    port = free_port()
+    ns = NotifySocket()
+    os.chmod(ns.dir, 0o755)
+    os.chmod(ns.path, 0o777)  # the box runs as hallbox, not root
+    script = tmp_path / "root-install.sh"
+    script.write_text(ROOT_INSTALL)
+    env = {**os.environ, "OV": str(tmp_path / "ov"), "WHEEL": str(installed.wheel),
+           "SRC": str(ROOT), "PORT": str(port), "NOTIFY": str(ns.path)}
+    proc = subprocess.Popen(["unshare", "-m", "bash", str(script)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    out: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.append(line.rstrip())
+            if line.strip() == "INSTALLED":
+                break
+        assert out and out[-1] == "INSTALLED", "\n".join(out[-30:])
+        facts = {ln.split(" ", 1)[0]: ln.split(" ", 1)[1] for ln in out
+                 if ln.split(" ", 1)[0] in ("USER", "STAT", "LINK")}
+        assert facts["USER"].startswith("hallbox hallbox")
+        assert "dialout" in facts["USER"].split()
+        assert "root:hallbox 750 /etc/hallbox " in facts["STAT"]
+        assert "root:hallbox 640 /etc/hallbox/hall.toml" in facts["STAT"]
+        assert "hallbox:hallbox 750 /var/lib/hallbox " in facts["STAT"]
+        assert facts["LINK"] == "/opt/hallbox/venv/bin/hallbox"
+        assert sum("user hallbox created" in ln for ln in out) == 1
+        assert any("user hallbox exists" in ln for ln in out)
+        assert any("config /etc/hallbox/hall.toml kept" in ln for ln in out)
+        ns.wait_for("READY=1", 60)
+        base = f"http://127.0.0.1:{port}"
+        assert "<html" in httpx.get(f"{base}/", timeout=10).text.lower()
+        assert httpx.get(f"{base}/api/v1/health", headers=MANAGER, timeout=10).status_code \
+            == 200
+        t = httpx.post(f"{base}/api/v1/tickets", json={"service": "SHMS"}, timeout=10,
+                       headers={"Authorization": "Bearer demo-kiosk-token"})
+        assert t.status_code == 201, t.text
+        os.killpg(proc.pid, 15)
+        ns.wait_for("STOPPING=1", 20)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait(10)
+        ns.close()
+    # Nothing of it reached the machine itself.
+    assert had_user == _has_user("hallbox") and had_opt == Path("/opt/hallbox").exists()
+    assert (tmp_path / "ov/u/etc/hallbox/hall.toml").exists()  # it went to the overlay
+
+
+def _has_user(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
