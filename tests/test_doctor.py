@@ -138,3 +138,23 @@ def test_area_checks_are_pluggable(tmp_path: Path) -> None:
     assert [c.name for c in rep.checks] == ["probe: area"]
     run_area("cameras", "edge.no_such_feature", ctx, rep)
     assert rep.checks[-1].status == "fail" and "cannot check" in rep.checks[-1].detail
+
+
+def test_schema_newer_than_this_hallbox(tmp_path: Path) -> None:
+    import sqlite3
+
+    from edge.migrations import LATEST
+
+    cfg = tmp_path / "hall.toml"
+    cfg.write_text(hall_config_text(), encoding="utf-8")
+    data = tmp_path / "data"
+    box = BoxProcess(cfg, data).start()  # writes a database at the current schema
+    box.stop()
+    r = doctor("--config", str(cfg), "--data", str(data), "--json")
+    assert _by_name(json.loads(r.stdout))["schema"][0]["detail"] == f"schema version {LATEST}"
+    with sqlite3.connect(data / "hallbox.db") as db:
+        db.execute(f"PRAGMA user_version = {LATEST + 1}")
+    r = doctor("--config", str(cfg), "--data", str(data), "--json")
+    schema = _by_name(json.loads(r.stdout))["schema"][0]
+    assert r.returncode == 1 and schema["status"] == "fail" and "newer" in schema["detail"]
+    assert "no downgrades" in schema["fix"]
