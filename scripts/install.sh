@@ -50,7 +50,7 @@ else
 fi
 if [ -z "$DESTDIR" ]; then
     for g in dialout lp audio plugdev; do
-        getent group "$g" >/dev/null && usermod -a -G "$g" "$HALLBOX_USER"
+        if getent group "$g" >/dev/null; then usermod -a -G "$g" "$HALLBOX_USER"; fi
     done
 fi
 
