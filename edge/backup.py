@@ -12,9 +12,12 @@ copy first, and keeps the database it replaces beside it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import fcntl
+import functools
 import logging
+import multiprocessing
 import os
 import shutil
 import sqlite3
@@ -204,6 +207,15 @@ def restore(src: Path, data_dir: Path, *,
 
 
 # ---- the daily copy, run inside the box ---------------------------------------------------
+async def run_in_child(db: Path, directory: Path, *, now: datetime) -> BackupResult:
+    """`backup` in a child process: verifying the copy's chain is CPU work that, in a thread of
+    the box, would hold the GIL against the event loop and the store's writer."""
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        return await asyncio.get_running_loop().run_in_executor(
+            pool, functools.partial(backup, db, directory, into_dir=True, now=now))
+
+
 def next_run(now: datetime, at: str) -> datetime:
     h, m = (int(x) for x in at.split(":"))
     t = now.replace(hour=h, minute=m, second=0, microsecond=0)
@@ -240,8 +252,7 @@ class DailyBackup:
 
     async def run_once(self) -> BackupResult | None:
         try:
-            r = await asyncio.to_thread(backup, self.db, self.directory, into_dir=True,
-                                       now=self._now())
+            r = await run_in_child(self.db, self.directory, now=self._now())
             await asyncio.to_thread(prune, self.directory, self.keep)
         except Exception as e:
             log.error("daily backup failed: %s", e)
