@@ -51,13 +51,15 @@ wheel: venv
 	@ls dist/*.whl
 
 # A supervised service on this machine (root): user, dirs, venv, unit, udev rules, config.
-# DESTDIR=/tmp/root installs into a directory instead (no user, no reload). Idempotent.
+# DESTDIR=/tmp/root installs into a directory instead (no user, no reload); PREFIX moves the
+# program from /opt/hallbox (the unit follows). Idempotent.
 install: wheel
-	DESTDIR="$(DESTDIR)" WHEEL="$$(ls dist/hallbox-*.whl)" PYTHON=$(PYTHON) scripts/install.sh
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" WHEEL="$$(ls dist/hallbox-*.whl)" PYTHON=$(PYTHON) \
+	  scripts/install.sh
 
 # Removes program, unit and rules; keeps the config, the data and the user.
 uninstall:
-	DESTDIR="$(DESTDIR)" scripts/uninstall.sh
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" scripts/uninstall.sh
 
 lint: venv
 	$(VENV)/bin/ruff check .
