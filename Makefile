@@ -2,9 +2,9 @@
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := mosquitto mosquitto-clients ffmpeg chromium fonts-wqy-zenhei espeak-ng sox sqlite3
+APT_PACKAGES := mosquitto mosquitto-clients ffmpeg chromium fonts-wqy-zenhei espeak-ng sox sqlite3 systemd udev python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
 
-.PHONY: run test test-long bench lint sysdeps venv clean
+.PHONY: run test test-long bench lint sysdeps venv clean wheel install uninstall
 
 # System packages: installed with apt-get only when one is missing.
 .make-sysdeps: Makefile
@@ -43,8 +43,26 @@ test-long: sysdeps venv
 bench: sysdeps venv
 	$(PY) -m bench
 
+# The installable package: the pages with what `venv` installs under kiosk_ui/ (the pages'
+# npm assets), the schemas, the examples.
+wheel: venv
+	rm -rf build dist
+	$(PY) -m pip wheel -q --no-deps -w dist .
+	@ls dist/*.whl
+
+# A supervised service on this machine (root): user, dirs, venv, unit, udev rules, config.
+# DESTDIR=/tmp/root installs into a directory instead (no user, no reload); PREFIX moves the
+# program from /opt/hallbox (the unit follows). Idempotent.
+install: wheel
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" WHEEL="$$(ls dist/hallbox-*.whl)" PYTHON=$(PYTHON) \
+	  scripts/install.sh
+
+# Removes program, unit and rules; keeps the config, the data and the user.
+uninstall:
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" scripts/uninstall.sh
+
 lint: venv
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) .make-sysdeps var .pytest_cache .hypothesis
+	rm -rf $(VENV) .make-sysdeps var .pytest_cache .hypothesis build dist

@@ -11,11 +11,14 @@ import signal
 import sys
 from pathlib import Path
 
-from edge import systemd
+from edge import logs, service, systemd
+from edge.backup import BoxLock
 from edge.central.cli import add_central_parser
 from edge.config import ConfigError, HallConfig, load_config
+from edge.ops_cli import add_ops_parsers
+from edge.resources import example_config
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "hall.example.toml"
+DEFAULT_CONFIG = example_config()
 log = logging.getLogger("hallbox")
 
 
@@ -23,7 +26,8 @@ def _config_or_exit(path: str) -> HallConfig:
     try:
         return load_config(path)
     except ConfigError as e:
-        print(str(e), file=sys.stderr)
+        # An error may quote a value, e.g. a broker URL with its password in it.
+        print(logs.REDACT(str(e)), file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -66,30 +70,27 @@ async def _serve(args: argparse.Namespace, cfg: HallConfig, data: Path) -> None:
                     sim=args.sim, devices=not args.no_devices, ignore_hours=args.ignore_hours)
     host = args.host or cfg.api.host
     port = args.port or cfg.api.port
+    # issue 13: the daily backup, supervised like every component.
+    box.components += service.backup_components(box.runtime)
     server = uvicorn.Server(uvicorn.Config(box.app, host=host, port=port, log_level="warning",
                                            lifespan="off"))
 
-    async def watchdog() -> None:
-        interval = systemd.watchdog_interval() or 30.0
-        while True:
-            await asyncio.sleep(min(interval, 30.0))
-            # Pinged only while the writer thread and the components live: a hung writer or
-            # loop stops the pings and systemd restarts the box.
-            if box.alive():
-                systemd.notify("WATCHDOG=1")
-
     async def announce() -> None:
-        while not server.started:
-            await asyncio.sleep(0.05)
+        await service.announce_ready(server, host, port)
         log.info("hallbox %s/%s serving http://%s:%d (data %s)", cfg.hall.site, cfg.hall.box,
                  host, port, data)
-        systemd.notify("READY=1")
 
     await box.start()
-    tasks = [asyncio.create_task(watchdog()), asyncio.create_task(announce())]
+    tasks = [asyncio.create_task(announce())]
+    # issue 13: systemd's watchdog, pinging only while the loop, the store's writer and the
+    # component supervisors are alive.
+    watchdog = service.start_watchdog(service.liveness_checks(box))
+    if watchdog is not None:
+        tasks.append(watchdog)
     try:
         await server.serve()
     finally:
+        systemd.notify("STOPPING=1")
         for t in tasks:
             t.cancel()
         await box.stop()
@@ -101,18 +102,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Absolute: simulators publish device paths from it in sim.json, drivers open them.
     data = Path(args.data or os.environ.get("HALLBOX_DATA") or "var").resolve()
     data.mkdir(parents=True, exist_ok=True)
+    # issue 13: one box per data directory; `hallbox restore` refuses while this is held.
+    lock = BoxLock(data)
+    if not lock.acquire():
+        print(f"another hallbox is running on {data}", file=sys.stderr)
+        return 1
+    logs.REDACT.add(logs.config_secrets(cfg))
     # uvicorn shuts down gracefully on SIGTERM and then re-raises it; make that a clean exit 0
     # so systemd and tests see an orderly stop, not a kill.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if args.ignore_hours:
         log.warning("opening hours are ignored (demo mode): tickets can be taken at any time")
-    asyncio.run(_serve(args, cfg, data))
+    try:
+        asyncio.run(_serve(args, cfg, data))
+    finally:
+        lock.release()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("HALLBOX_LOG", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup()
     p = argparse.ArgumentParser(prog="hallbox", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run the box")
@@ -136,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("pin", nargs="?")
     h.set_defaults(fn=cmd_hash_pin)
     add_central_parser(sub)
+    add_ops_parsers(sub)  # issue 13: doctor, backup, restore, example-config
     args = p.parse_args(argv)
     return int(args.fn(args))
 

@@ -95,6 +95,7 @@ class Store:
         self.on_failure: Callable[[BaseException], None] | None = None
         self.stats = {"groups": 0, "jobs": 0, "largest_group": 0}
         self.last_commit_at = time.monotonic()  # the watchdog asks whether the writer lives
+        self.busy_since: float | None = None  # issue 13: when the group being written began
         self._q: queue.SimpleQueue[Job | Callable[[], None] | None] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
@@ -122,6 +123,13 @@ class Store:
 
     def writer_alive(self) -> bool:
         return self._thread.is_alive()
+
+    def writer_responsive(self, max_stall: float) -> bool:
+        """Issue 13, for the watchdog: the writer lives and no group has been stuck for
+        `max_stall` seconds (a hung disk or a lock never released)."""
+        busy = self.busy_since
+        return self._thread.is_alive() and (busy is None
+                                            or time.monotonic() - busy < max_stall)
 
     def _load_head(self) -> None:
         row = self._wdb.execute(
@@ -180,7 +188,11 @@ class Store:
                 if isinstance(nxt, Job):
                     batch.append(nxt)
             if batch:
-                self._commit_group(batch)
+                self.busy_since = time.monotonic()  # issue 13: a stuck group shows
+                try:
+                    self._commit_group(batch)
+                finally:
+                    self.busy_since = None
             if stop:
                 return
 

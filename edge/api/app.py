@@ -8,7 +8,6 @@ import json
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from argon2 import PasswordHasher
@@ -25,11 +24,12 @@ from edge.assembly import HallServices
 from edge.domain.errors import DomainError
 from edge.domain.model import Priority, Source, Ticket
 from edge.domain.queue import Hall
+from edge.resources import ui_dir
 from edge.runtime import HallRuntime
 from edge.store import Store
 
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{8,64}")
-UI_DIR = Path(__file__).resolve().parents[2] / "kiosk_ui"
+UI_DIR = ui_dir()  # issue 13: from the package, so an installed wheel serves the pages
 _ph = PasswordHasher()
 PRINT_WAIT_S = 3.0  # how long the kiosk response waits for the printer's verdict
 

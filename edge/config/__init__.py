@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError
 from edge.config.alerts import AlertsSection, cross_check_alerts
 from edge.config.api import ApiSection, ApiToken
 from edge.config.attendance import AttendanceSection, cross_check_attendance
+from edge.config.backup import BackupSection  # issue 13
 from edge.config.base import Strict
 from edge.config.devices import DevicesSection
 from edge.config.devices import cross_check as _devices_cross_check
@@ -47,6 +48,7 @@ class HallConfig(Strict):
     # Supervision (issue 12): absent [attendance] takes [hall] hours; [alerts] has defaults.
     attendance: AttendanceSection | None = None
     alerts: AlertsSection = Field(default_factory=AlertsSection)
+    backup: BackupSection = Field(default_factory=BackupSection)  # issue 13: daily copy
 
     def service(self, code: str) -> ServiceConfig:
         return next(s for s in self.services if s.code == code)

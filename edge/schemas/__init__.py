@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).parent
+HERE = Path(str(resources.files(__name__)))
 
 
 @cache
