@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := mosquitto mosquitto-clients ffmpeg chromium fonts-wqy-zenhei espeak-ng sox sqlite3 systemd udev python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
+APT_PACKAGES := mosquitto mosquitto-clients ffmpeg chromium fonts-wqy-zenhei espeak-ng sox sqlite3 systemd udev python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base libfaketime
 
 .PHONY: run test test-long bench lint sysdeps venv clean wheel install uninstall
 
