@@ -4,7 +4,7 @@ Keys become queue operations on the loop thread (`rt.submit`), exactly like the 
 buttons; every key frame is acknowledged (ok / refused), and the keypad's display shows the
 window's waiting count and current number after each change. A refused key (nothing waiting,
 window paused ...) changes nothing and says so on the display. Login is ``staff_id:PIN`` typed
-on the keypad, checked with argon2 off the loop thread.
+on the keypad, checked with argon2 off the loop thread (edge.pins).
 
 Frames for addresses that are not configured keypads (e.g. evaluators on the same line) are
 left to their own drivers.
@@ -16,19 +16,16 @@ import asyncio
 import logging
 from typing import Any
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
-
 from drivers.base import DeviceHealthReporter, DeviceOffline, SharedBus
 from drivers.protocols import keypad as kp
 from edge.config.calling_devices import KeypadConfig
 from edge.domain.errors import DomainError
 from edge.domain.model import DomainEvent, TicketState
 from edge.domain.queue import Hall
+from edge.pins import pin_matches
 from edge.runtime import Completion, HallRuntime
 
 log = logging.getLogger(__name__)
-_ph = PasswordHasher()
 KEYPAD_PAUSE_REASON = "呼叫器暂停"
 
 TOUCHES_WINDOW = ("ticket.called", "ticket.recalled", "ticket.no_show", "ticket.finished",
@@ -196,10 +193,7 @@ class KeypadDriver:
         staff = self.rt.hall.staff.get(staff_id)
         ok = False
         if staff is not None and pin:
-            try:
-                ok = await asyncio.to_thread(_ph.verify, staff.pin_hash, pin)
-            except (VerificationError, InvalidHashError):
-                ok = False
+            ok = await pin_matches(staff.pin_hash, pin)  # one at a time, off the loop
         if not ok:
             self._refuse(k, f, "bad-login")
             return
