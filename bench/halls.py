@@ -38,8 +38,11 @@ def example_raw() -> dict[str, Any]:
 
 
 def big_hall(windows: int, *, staff_per_window: int = 2, all_day: bool = True,
-             daily_cap: int = 999) -> HallConfig:
-    """The example hall with `windows` windows and their devices (see the module docstring)."""
+             daily_cap: int = 999, voice: bool = True) -> HallConfig:
+    """The example hall with `windows` windows and their devices (see the module docstring).
+
+    `voice=False` leaves the speakers out (the call-latency bench, as its 50-window figure).
+    """
     raw = example_raw()
     services = [s["code"] for s in raw["services"]]
     for s in raw["services"]:
@@ -78,6 +81,8 @@ def big_hall(windows: int, *, staff_per_window: int = 2, all_day: bool = True,
          "windows": list(range(z * WINDOWS_PER_ZONE + 1,
                                min(windows, (z + 1) * WINDOWS_PER_ZONE) + 1))}
         for z in range(-(-windows // WINDOWS_PER_ZONE))]
+    if not voice:
+        del dev["voice"]
     dev["evaluators"] = [{"id": f"eval-w{n}", "window": n, "kind": "tablet",
                           "token_sha256": hashlib.sha256(f"eval-{n}".encode()).hexdigest()}
                          for n in range(1, windows + 1)]
