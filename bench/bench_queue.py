@@ -1,8 +1,14 @@
 """Queue throughput: tickets issued and numbers called per second, with p50/p99 latency.
 
-Three layers do the same work, measured in the same run:
-- http: a real `hallbox run` subprocess on loopback, httpx clients with some concurrency;
-- runtime: HallRuntime in this process (domain + one SQLite commit per operation, no HTTP);
+Four layers do the same work, measured in the same run:
+- http: a real `hallbox run` subprocess on loopback, httpx clients with some concurrency
+  (8 issuing; one per staffed window calling);
+- runtime_concurrent: HallRuntime in this process under the SAME concurrency: as many asyncio
+  tasks as HTTP clients, each `await rt.run(op)`; the store's writer commits what they queued
+  together (group commit). This is "the runtime layer" the HTTP figure is compared with
+  (`http_over_runtime.*`): the same work, the same durability, minus HTTP;
+- runtime: the same runtime driven sequentially with `rt.execute` (one operation, one commit,
+  one fsync at a time): the fsync-bound floor, kept for reference;
 - domain: the bare `Hall` with a FakeClock (no HTTP, no SQLite): the baseline of every figure.
 
 The work: TICKETS tickets spread evenly over the hall's services, then every window staffed
@@ -151,6 +157,59 @@ def bench_runtime(cfg: HallConfig, data: Path) -> tuple[Figure, Figure]:
         rt.close()
 
 
+# ---- the runtime under the HTTP bench's concurrency (group commit) -------------------------
+async def _runtime_concurrent(cfg: HallConfig, rt: HallRuntime) -> tuple[Figure, Figure]:
+    """The same work as `_http`, same concurrency, with `await rt.run(op)` instead of HTTP."""
+    rt.attach(asyncio.get_running_loop())
+    services = cycle([s.code for s in cfg.services])
+    remaining = TICKETS
+    lat: list[float] = []
+
+    async def issuer(t0: float) -> None:
+        nonlocal remaining
+        while remaining > 0 and time.perf_counter() - t0 < PHASE_CAP_S:
+            remaining -= 1
+            svc = next(services)
+            s = time.perf_counter()
+            await rt.run(lambda h, svc=svc: h.issue(svc))
+            lat.append(time.perf_counter() - s)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(issuer(t0) for _ in range(ISSUE_CONCURRENCY)))
+    issued = Figure(len(lat), time.perf_counter() - t0, lat, ISSUE_CONCURRENCY)
+
+    staff = list(staff_pins(cfg))
+    await asyncio.gather(*(rt.run(lambda h, s=s, w=w: (None, h.login(s, w)))
+                           for s, _pin, w in staff))
+    lat = []
+
+    async def window(w: int, t0: float) -> None:
+        while time.perf_counter() - t0 < PHASE_CAP_S:
+            s = time.perf_counter()
+            t = await rt.run(lambda h: h.call_next(w))
+            e = time.perf_counter() - s
+            if t is None:
+                return
+            lat.append(e)
+            await rt.run(lambda h: (None, h.start(w)))
+            await rt.run(lambda h: (None, h.finish(w)))
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(window(w, t0) for _s, _p, w in staff))
+    called = Figure(len(lat), time.perf_counter() - t0, lat, len(staff))
+    return issued, called
+
+
+def bench_runtime_concurrent(cfg: HallConfig, data: Path) -> tuple[Figure, Figure]:
+    rt = HallRuntime.open(cfg, data, ignore_hours=True)
+    try:
+        rt.tick()
+        rt.store.flush()
+        return asyncio.run(_runtime_concurrent(cfg, rt))
+    finally:
+        rt.close()
+
+
 # ---- HTTP: a real server subprocess ---------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as s:
@@ -262,6 +321,8 @@ def main() -> None:
         base_issue, base_call = bench_domain(cfg)
         (root / "rt").mkdir()
         rt_issue, rt_call = bench_runtime(cfg, root / "rt" / "data")
+        (root / "rtc").mkdir()
+        rtc_issue, rtc_call = bench_runtime_concurrent(cfg, root / "rtc" / "data")
         (root / "http").mkdir()
         http_issue, http_call = bench_http(cfg, config, root / "http" / "data")
 
@@ -269,13 +330,27 @@ def main() -> None:
     for layer, fig, base, name, unit in (
         ("http", http_issue, base_issue, "tickets_issued_per_s", issue_unit),
         ("runtime", rt_issue, base_issue, "tickets_issued_per_s", issue_unit),
+        ("runtime_concurrent", rtc_issue, base_issue, "tickets_issued_per_s", issue_unit),
         ("http", http_call, base_call, "numbers_called_per_s", call_unit),
         ("runtime", rt_call, base_call, "numbers_called_per_s", call_unit),
+        ("runtime_concurrent", rtc_call, base_call, "numbers_called_per_s", call_unit),
     ):
         line = {"bench": "queue",
                 **fig.as_dict(layer, f"{layer}.{name}", unit),
                 "baseline": base.as_dict("domain", f"domain.{name}", unit)}
         print(json.dumps(line, ensure_ascii=False), flush=True)
+    # The issue's ratio: HTTP against the runtime layer doing the same work under the same
+    # concurrency (group commit shares fsyncs between concurrent callers, as under HTTP).
+    for name, http, rtc in (("tickets_issued_per_s", http_issue, rtc_issue),
+                            ("numbers_called_per_s", http_call, rtc_call)):
+        h, r = http.count / http.seconds, rtc.count / rtc.seconds
+        print(json.dumps({"bench": "queue", "figure": f"http_over_runtime.{name}",
+                          "value": round(h / r, 3), "unit": "ratio",
+                          "baseline": round(r, 1), "http": round(h, 1),
+                          "concurrency": http.concurrency,
+                          "note": "baseline: runtime_concurrent (await rt.run from as many "
+                          "concurrent tasks as HTTP clients, group commit, no HTTP)"}),
+              flush=True)
 
 
 if __name__ == "__main__":
