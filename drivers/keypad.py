@@ -27,6 +27,10 @@ from edge.runtime import Completion, HallRuntime
 
 log = logging.getLogger(__name__)
 KEYPAD_PAUSE_REASON = "呼叫器暂停"
+# A keypad's waiting count may lag this much; its own window's changes are shown at once.
+# With 250 windows calling at once, refreshing every count after each commit group sent
+# ~250 display frames a group (13 groups a burst): seconds of a 9600-baud line each time.
+COUNT_REFRESH_S = 0.5
 
 TOUCHES_WINDOW = ("ticket.called", "ticket.recalled", "ticket.no_show", "ticket.finished",
                   "ticket.transferred", "ticket.started", "window.paused", "window.resumed",
@@ -55,6 +59,10 @@ class KeypadDriver:
         self._stale: set[int] = set()
         self._status: dict[int, str] = {}
         self._flush_scheduled = False
+        # Windows whose display only needs a new waiting count (another window called or a
+        # ticket was taken): refreshed together at most every COUNT_REFRESH_S.
+        self._counts_stale: set[int] = set()
+        self._counts_timer: asyncio.TimerHandle | None = None
         self._by_service: dict[str, list[KeypadConfig]] = {}
         for k in keypads:
             for s in rt.hall.window_cfg[k.window].services:
@@ -71,6 +79,9 @@ class KeypadDriver:
     async def stop(self) -> None:
         if self._unsub:
             self._unsub()
+        if self._counts_timer is not None:
+            self._counts_timer.cancel()
+            self._counts_timer = None
         for t in list(self._tasks):
             t.cancel()
 
@@ -255,4 +266,13 @@ class KeypadDriver:
 
     def _refresh_service(self, service: str) -> None:
         for k in self._by_service.get(service, []):
-            self._display(k)
+            self._counts_stale.add(k.window)
+        if self._counts_stale and self._counts_timer is None:
+            self._counts_timer = asyncio.get_running_loop().call_later(
+                COUNT_REFRESH_S, self._refresh_counts)
+
+    def _refresh_counts(self) -> None:
+        self._counts_timer = None
+        stale, self._counts_stale = self._counts_stale, set()
+        for window in stale:
+            self._display(self.by_window[window])
