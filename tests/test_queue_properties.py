@@ -228,6 +228,12 @@ class QueueMachine(RuleBasedStateMachine):
             if w.current:
                 assert w.staff is not None
 
+    @invariant()
+    def waiting_index_holds_every_waiting_ticket(self) -> None:
+        # call-next scans the hall's index of waiting tickets, not the whole day's tickets.
+        scan = {t.id for t in self.hall.tickets.values() if t.state == TicketState.WAITING}
+        assert {t.id for t in self.hall._waiting_tickets()} == scan
+
 
 QueueMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=60, deadline=None,

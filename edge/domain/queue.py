@@ -49,6 +49,11 @@ class Hall:
         self.staff = {s.id: s for s in config.staff}
         self.day: str | None = None
         self.tickets: dict[str, Ticket] = {}
+        # Every WAITING ticket (plus some that no longer are, dropped when next looked at):
+        # call-next and the waiting lists scan this instead of the whole day's tickets, which
+        # in a 250-window hall was most of the time a call took. A ticket becomes WAITING only
+        # in _new_ticket, reactivate and restore, and each of them adds it here.
+        self._queued: dict[str, Ticket] = {}
         self.counters: dict[str, int] = {}
         self.windows: dict[int, WindowState] = {n: WindowState(n) for n in self.window_cfg}
         self.appointments: dict[str, Appointment] = {}
@@ -61,6 +66,8 @@ class Hall:
         """Load persisted state (today's tickets, windows, open appointments)."""
         self.day = day
         self.tickets = {t.id: t for t in tickets if t.day == day}
+        self._queued = {t.id: t for t in self.tickets.values()
+                        if t.state == TicketState.WAITING}
         self.counters = {}
         for t in self.tickets.values():
             self.counters[t.service] = max(self.counters.get(t.service, 0), t.seq_no)
@@ -122,6 +129,7 @@ class Hall:
         prev = self.day
         self.day = today
         self.tickets = {}
+        self._queued = {}
         self.counters = {}
         self.service_ms = {}
         return [DomainEvent("day.opened", {
@@ -147,10 +155,16 @@ class Hall:
             if w.staff and not w.paused and any(s.service == service
                                                 for s in self.window_cfg[n].services))
 
+    def _waiting_tickets(self) -> list[Ticket]:
+        """The WAITING tickets, in no particular order."""
+        q = self._queued
+        for gone in [k for k, t in q.items() if t.state != TicketState.WAITING]:
+            del q[gone]
+        return list(q.values())
+
     def waiting(self, service: str | None = None) -> list[Ticket]:
         return sorted(
-            (t for t in self.tickets.values()
-             if t.state == TicketState.WAITING and (service is None or t.service == service)),
+            (t for t in self._waiting_tickets() if service is None or t.service == service),
             key=self._fifo_key)
 
     def estimate_wait_ms(self, service: str, ahead: int) -> int:
@@ -220,6 +234,7 @@ class Hall:
                    queued_at=queued_at or now)
         self.counters[service] = n
         self.tickets[t.id] = t
+        self._queued[t.id] = t
         self.dirty.tickets[t.id] = t
         return t
 
@@ -392,8 +407,7 @@ class Hall:
         now = self.clock.now()
         w = self.windows[window]
         weights = {s.service: s.weight for s in self.window_cfg[window].services}
-        cands = [t for t in self.tickets.values()
-                 if t.state == TicketState.WAITING and t.service in weights]
+        cands = [t for t in self._waiting_tickets() if t.service in weights]
         if not cands:
             return None, "empty"
         by_class: dict[str, list[Ticket]] = {"appointment": [], "green": [], "normal": []}
@@ -521,6 +535,7 @@ class Hall:
                               f"{self.policy.no_show_reactivate_minutes} minutes ago",
                               "/body/ticket")
         t.state, t.front = TicketState.WAITING, True
+        self._queued[t.id] = t
         t.window = t.staff = t.called_at = t.no_show_at = None
         t.recalls = 0
         self.dirty.tickets[t.id] = t
