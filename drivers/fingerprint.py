@@ -14,7 +14,9 @@ written in the same transaction as the `fingerprint.enrolled` event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from drivers.base import DeviceHealthReporter, DeviceOffline, Link
@@ -53,6 +55,8 @@ class FingerprintDriver:
         self.timeouts = 0
         self._acks: asyncio.Queue[r30x.R30xPacket] = asyncio.Queue()
         self._lock = asyncio.Lock()
+        self._busy: str | None = None  # the purpose of the operation holding the sensor
+        self._logins: set[asyncio.Task[Any]] = set()  # login identifications, pre-emptible
         self._probe: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()  # the module answered its handshake
         self.id = cfg.id
@@ -165,7 +169,7 @@ class FingerprintDriver:
         """Two images of one finger → a template stored at the next free page."""
         if staff not in self.rt.hall.staff:
             raise SensorError("unknown-staff", f"no staff {staff!r}")
-        async with self._lock:
+        async with self._lock, self._holding("enrol"):
             used = self.pages()
             page = next((p for p in range(self.cfg.capacity) if p not in used), None)
             if page is None:
@@ -184,21 +188,51 @@ class FingerprintDriver:
                 "page": page})], writes=[Store.remember_template(self.cfg.id, page, staff, now)])
             return page
 
+    @contextlib.asynccontextmanager
+    async def _holding(self, purpose: str) -> AsyncIterator[None]:
+        self._busy = purpose
+        try:
+            yield
+        finally:
+            self._busy = None
+
     async def identify(self, purpose: str = "spot_check") -> dict[str, Any]:
-        """One finger → who it is (or nobody), recorded as an event."""
-        async with self._lock:
-            await self._wait_finger()
-            await self._ok(Instr.IMG2TZ, r30x.img2tz(1))
-            code, results = await self._cmd(Instr.SEARCH, r30x.search(1, 0, self.cfg.capacity))
-            if code not in (Confirm.OK, Confirm.NOT_FOUND):
-                raise SensorError("sensor-refused", f"Search: {r30x.confirm_text(code)}")
-            page = score = None
-            staff = None
-            if code == Confirm.OK:
-                page, score = r30x.parse_search(results)
-                staff = self.pages().get(page)
-            data = {"sensor": self.cfg.id, "window": self.cfg.window,
-                    "matched": staff is not None, "staff": staff, "page": page,
-                    "score": score, "purpose": purpose}
-            await self.rt.record([DomainEvent("fingerprint.identified", data)])
-            return data
+        """One finger → who it is (or nobody), recorded as an event.
+
+        A login never queues: with the sensor busy it is refused (sensor-busy). A spot check
+        pre-empts a pending login. An operation that had to wait for another one first waits
+        for the glass to be empty, so a finger placed for one purpose is never read for
+        another."""
+        if purpose == "login" and self._busy is not None:
+            raise SensorError("sensor-busy", f"sensor {self.cfg.id} is busy ({self._busy})")
+        if purpose != "login":
+            for t in list(self._logins):
+                t.cancel()
+        waited = self._busy is not None
+        task = asyncio.current_task()
+        async with self._lock, self._holding(purpose):
+            if purpose == "login" and task is not None:
+                self._logins.add(task)
+            try:
+                if waited:
+                    await self._wait_finger(present=False)
+                return await self._identify(purpose)
+            finally:
+                self._logins.discard(task)  # type: ignore[arg-type]
+
+    async def _identify(self, purpose: str) -> dict[str, Any]:
+        await self._wait_finger()
+        await self._ok(Instr.IMG2TZ, r30x.img2tz(1))
+        code, results = await self._cmd(Instr.SEARCH, r30x.search(1, 0, self.cfg.capacity))
+        if code not in (Confirm.OK, Confirm.NOT_FOUND):
+            raise SensorError("sensor-refused", f"Search: {r30x.confirm_text(code)}")
+        page = score = None
+        staff = None
+        if code == Confirm.OK:
+            page, score = r30x.parse_search(results)
+            staff = self.pages().get(page)
+        data = {"sensor": self.cfg.id, "window": self.cfg.window,
+                "matched": staff is not None, "staff": staff, "page": page,
+                "score": score, "purpose": purpose}
+        await self.rt.record([DomainEvent("fingerprint.identified", data)])
+        return data

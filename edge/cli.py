@@ -64,6 +64,7 @@ def cmd_hash_pin(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace, cfg: HallConfig, data: Path) -> None:
     import uvicorn
 
+    from edge.api.serve import AcceptErrors, server_config
     from edge.assembly import build_box, installed_plugins
 
     box = build_box(cfg, data, plugins=[] if args.no_devices else installed_plugins(),
@@ -72,8 +73,9 @@ async def _serve(args: argparse.Namespace, cfg: HallConfig, data: Path) -> None:
     port = args.port or cfg.api.port
     # issue 13: the daily backup, supervised like every component.
     box.components += service.backup_components(box.runtime)
-    server = uvicorn.Server(uvicorn.Config(box.app, host=host, port=port, log_level="warning",
-                                           lifespan="off"))
+    # issue 9: frame size, connection cap and accept errors (edge.api.serve)
+    server = uvicorn.Server(server_config(box.app, cfg.api, host, port))
+    AcceptErrors(asyncio.get_running_loop())
 
     async def announce() -> None:
         await service.announce_ready(server, host, port)

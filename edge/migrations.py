@@ -97,6 +97,16 @@ MIGRATIONS: list[tuple[int, str, str]] = [
      "ALTER TABLE idempotency ADD COLUMN request_sha256 TEXT;"),
     (3, "the journal is read by type from a seq on (board restore, rating restore, pulls)",
      "CREATE INDEX IF NOT EXISTS journal_type_seq ON journal(type, seq);"),
+    (4, "kiosks and window consoles paired by a manager: the device keeps its token, the box "
+        "its digest",
+     """CREATE TABLE IF NOT EXISTS paired_devices (
+    name         TEXT PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    window       INTEGER,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    paired_at    TEXT NOT NULL,
+    paired_by    TEXT NOT NULL
+);"""),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -3,8 +3,8 @@
 How a rating is requested (the hook into the queue): when `[rating] auto_request` is on (the
 default), every committed `ticket.finished` asks the finishing window's evaluator to rate that
 ticket, right after the commit. The staff page can also ask explicitly
-(`POST /api/v1/windows/{n}/rating-request`, edge.api.evaluator), e.g. with auto_request off or
-after a superseded request. Tablets (edge.api.evaluator) and 4-key keypads (drivers.evaluator)
+(`POST /api/v1/windows/{n}/rating-request`, edge.api.evaluators), e.g. with auto_request off or
+after a superseded request. Tablets (edge.api.evaluators) and 4-key keypads (drivers.evaluator)
 submit through `submit`. Expiry to 未评价 runs on a one-second sweep (RatingSweeper).
 """
 

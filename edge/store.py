@@ -438,6 +438,32 @@ class Store:
                        " VALUES (?,?,?,?)", (key, ticket, created_at, request_sha256))
         return w
 
+    def paired_device(self, token_sha256: str) -> tuple[str, str, int | None] | None:
+        """name, kind and window of the paired device holding this token's digest."""
+        row = self._read_one("SELECT name, kind, window FROM paired_devices"
+                             " WHERE token_sha256=?", (token_sha256,))
+        return (str(row[0]), str(row[1]), row[2]) if row else None
+
+    def paired_devices(self) -> list[dict[str, Any]]:
+        rows = self._read("SELECT name, kind, window, paired_at, paired_by"
+                          " FROM paired_devices ORDER BY name")
+        return [{"name": r[0], "kind": r[1], "window": r[2], "paired_at": r[3],
+                 "paired_by": r[4]} for r in rows]
+
+    @staticmethod
+    def pair_device(name: str, kind: str, window: int | None, token_sha256: str,
+                    paired_at: str, by: str) -> Write:
+        def w(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO paired_devices VALUES (?,?,?,?,?,?)",
+                       (name, kind, window, token_sha256, paired_at, by))
+        return w
+
+    @staticmethod
+    def unpair_device(name: str) -> Write:
+        def w(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM paired_devices WHERE name=?", (name,))
+        return w
+
     # ---- attendance terminals and fingerprint sensors ---------------------------------------
     def punch_seen(self, key: tuple[str, str, str, int, int]) -> bool:
         return self._read_one(

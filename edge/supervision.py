@@ -323,16 +323,16 @@ class Supervision:
                            note: str | None, by: str) -> dict[str, Any]:
         if staff not in self.rules.staff:
             raise DomainError("not_found", "unknown-staff", f"no staff member {staff!r}",
-                              "/body/staff")
+                              "staff")
         if end < start:
             raise DomainError("invalid", "bad-range", f"to ({end}) is before from ({start})",
-                              "/body/to")
+                              "to")
         if (end - start).days >= 366:
             raise DomainError("invalid", "range-too-long", "a leave lasts at most a year",
-                              "/body/to")
+                              "to")
         if kind not in LEAVE_KINDS:
             raise DomainError("invalid", "unknown-leave-kind",
-                              f"kind must be one of {', '.join(LEAVE_KINDS)}", "/body/kind")
+                              f"kind must be one of {', '.join(LEAVE_KINDS)}", "kind")
         leave_id = f"L-{uuid.uuid4().hex[:12]}"
         env = await self.rt.record([DomainEvent("leave.recorded", {
             "leave": leave_id, "staff": staff, "from": start.isoformat(), "to": end.isoformat(),
@@ -345,16 +345,16 @@ class Supervision:
             d += timedelta(days=1)
         return env[0]["data"] | {"seq": env[0]["seq"]}
 
-    def check_month(self, month: str, pointer: str = "/query/month") -> tuple[date, date]:
-        first, last = month_range(month, pointer)
+    def check_month(self, month: str, subject: str = "month") -> tuple[date, date]:
+        first, last = month_range(month, subject)
         if first > self._today():
-            raise DomainError("invalid", "month-in-future", f"{month} has not begun", pointer)
+            raise DomainError("invalid", "month-in-future", f"{month} has not begun", subject)
         if first.year < 2000:
-            raise DomainError("invalid", "bad-month", f"no records for {month}", pointer)
+            raise DomainError("invalid", "bad-month", f"no records for {month}", subject)
         return first, last
 
-    def month_summary(self, month: str, pointer: str = "/query/month") -> MonthSummary:
-        first, _ = self.check_month(month, pointer)
+    def month_summary(self, month: str, subject: str = "month") -> MonthSummary:
+        first, _ = self.check_month(month, subject)
         first_ts = self.rt.store.first_event_ts()
         since = self._day_of(first_ts) if first_ts else self._today()
         return self.rules.month_summary(month, self.punches(first), self.leaves,

@@ -36,8 +36,8 @@ class SpotcheckArgs(Args):
 
 
 def _refuse(e: DomainError) -> CommandError:
-    # The API's pointer (/query/to, /body/staff) names the same field as the command's args.
-    where = (e.pointer or "").rsplit("/", 1)[-1]
+    # The refusal's subject (to, staff) names the same field as the command's args.
+    where = e.subject or ""
     return CommandError("bad-args" if e.kind in ("invalid", "not_found") else e.code,
                         f"{where}: {e.detail}" if where else e.detail)
 

@@ -28,7 +28,7 @@ KIOSK = {"authorization": "Bearer demo-kiosk-token"}
 
 @pytest.fixture
 def client(runtime: HallRuntime) -> Iterator[TestClient]:
-    with TestClient(create_app(runtime)) as c:
+    with TestClient(create_app(runtime), base_url="http://127.0.0.1") as c:
         yield c
 
 

@@ -119,7 +119,7 @@ def test_months() -> None:
     for bad in ("2026-13", "2026-1", "26-11", "2026/11", "x"):
         with pytest.raises(DomainError) as e:
             month_range(bad)
-        assert e.value.pointer == "/query/month"
+        assert e.value.subject == "month"
 
 
 def _issues(**attendance) -> dict[str, str]:
@@ -158,19 +158,19 @@ def test_config_refusals_name_the_key() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=12) | st.just("２０２６-１１"))
 def test_month_and_date_parsers_refuse_cleanly(text: str) -> None:
-    """Any text: a month range or a DomainError with its pointer, nothing else."""
+    """Any text: a month range or a DomainError with its subject, nothing else."""
     from edge.domain.stats import parse_date
 
     try:
         first, last = month_range(text)
     except DomainError as e:
-        assert e.pointer == "/query/month" and e.code == "bad-month"
+        assert e.subject == "month" and e.code == "bad-month"
     else:
         assert first.day == 1 and (last + timedelta(days=1)).day == 1
         assert text == first.strftime("%Y-%m")
     try:
-        d = parse_date(text, "/query/from")
+        d = parse_date(text, "from")
     except DomainError as e:
-        assert e.pointer == "/query/from"
+        assert e.subject == "from"
     else:
         assert isinstance(d, date)

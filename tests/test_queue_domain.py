@@ -47,7 +47,7 @@ def test_closed_outside_hours_and_on_weekend(hall: Hall, clock: FakeClock) -> No
     clock.set(MONDAY_0900.replace(hour=12, minute=30))
     with pytest.raises(DomainError) as e:
         hall.issue("SHMS")
-    assert e.value.code == "service-closed" and e.value.pointer == "/body/service"
+    assert e.value.code == "service-closed" and e.value.subject == "service"
     clock.set(MONDAY_0900.replace(hour=13, minute=30))
     hall.issue("SHMS")
 

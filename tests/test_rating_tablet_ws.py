@@ -309,7 +309,7 @@ def test_evaluator_page_in_headless_chromium(services, runtime, tmp_path):
             proc = await asyncio.create_subprocess_exec(
                 browser, "--headless", "--no-sandbox", "--disable-gpu",
                 f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=5000",
-                "--dump-dom", f"{box.base}/ui/evaluator.html?window=2&token=demo-evaluator-2",
+                "--dump-dom", f"{box.base}/ui/evaluator.html#window=2&token=demo-evaluator-2",
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
             out, _ = await asyncio.wait_for(proc.communicate(), 90)
             return out.decode("utf-8")

@@ -126,19 +126,19 @@ def test_refusals_change_nothing(hall) -> None:
     checks = spotcheck.SpotChecks(clock, {1: "fp-w1", 8: "fp-w8"})
     soon = clock.now() + timedelta(minutes=2)
     cases = [
-        (dict(window=None, staff=None, deadline=soon), "nothing-to-check", "/window"),
-        (dict(window=None, staff="S999", deadline=soon), "unknown-staff", "/staff"),
-        (dict(window=99, staff=None, deadline=soon), "unknown-window", "/window"),
-        (dict(window=2, staff=None, deadline=soon), "no-sensor", "/window"),
-        (dict(window=1, staff=None, deadline=clock.now()), "deadline-passed", "/deadline"),
+        (dict(window=None, staff=None, deadline=soon), "nothing-to-check", "window"),
+        (dict(window=None, staff="S999", deadline=soon), "unknown-staff", "staff"),
+        (dict(window=99, staff=None, deadline=soon), "unknown-window", "window"),
+        (dict(window=2, staff=None, deadline=soon), "no-sensor", "window"),
+        (dict(window=1, staff=None, deadline=clock.now()), "deadline-passed", "deadline"),
         (dict(window=1, staff=None, deadline=clock.now() + timedelta(hours=2)),
-         "deadline-too-far", "/deadline"),
+         "deadline-too-far", "deadline"),
     ]
     for kw, code, pointer in cases:
         try:
             checks.start(hall, "c1", **kw)
         except DomainError as e:
-            assert (e.code, e.pointer) == (code, pointer)
+            assert (e.code, e.subject) == (code, pointer)
         else:
             raise AssertionError(f"{kw} was not refused")
     assert checks.checks == {}
@@ -232,7 +232,7 @@ def test_the_assembled_box_checks_through_its_own_sensor(tmp_path) -> None:
 
             helper = asyncio.create_task(finger_when_asked())
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=box.app),
-                                         base_url="http://box") as c:
+                                         base_url="http://127.0.0.1") as c:
                 r = await c.post("/api/v1/spotchecks", headers={
                     "authorization": "Bearer demo-manager-token"}, json={
                     "window": 1, "deadline": (clock.now() + timedelta(seconds=20)).isoformat()})

@@ -136,15 +136,26 @@ def test_fingerprint_enrol_and_login_at_a_window_and_attendance_query(runtime, t
                                     json={"staff_id": "S008"}, headers=mgr)
                 await helper
                 assert r.status_code == 201 and r.json()["staff"] == "S008"
-                r = await http.post("/api/v1/windows/8/fingerprint-login")
+                # Only the window's own paired console starts a fingerprint login.
+                assert (await http.post("/api/v1/windows/8/fingerprint-login")
+                        ).status_code == 401
+                consoles = {}
+                for w in (8, 3):
+                    r = await http.post("/api/v1/devices", headers=mgr, json={
+                        "name": f"console-w{w}", "kind": "console", "window": w})
+                    assert r.status_code == 201, r.text
+                    consoles[w] = {"Authorization": f"Bearer {r.json()['token']}"}
+                r = await http.post("/api/v1/windows/8/fingerprint-login", headers=consoles[3])
+                assert r.status_code == 403
+                r = await http.post("/api/v1/windows/8/fingerprint-login", headers=consoles[8])
                 assert r.status_code == 201 and r.json()["staff_id"] == "S008"
                 who = await http.get("/api/v1/whoami", headers={
                     "Authorization": f"Bearer {r.json()['token']}"})
                 assert who.json() == {"role": "staff", "name": "S008", "window": 8}
                 fp.place_finger("someone-else")
-                r = await http.post("/api/v1/windows/8/fingerprint-login")
+                r = await http.post("/api/v1/windows/8/fingerprint-login", headers=consoles[8])
                 assert r.status_code == 401
-                r = await http.post("/api/v1/windows/3/fingerprint-login")
+                r = await http.post("/api/v1/windows/3/fingerprint-login", headers=consoles[3])
                 assert r.status_code == 404
                 await until(lambda: len(journal(rt, "punch.recorded")) == 1)  # login = punch
                 r = await http.get("/api/v1/attendance", headers=mgr)
@@ -159,3 +170,60 @@ def test_fingerprint_enrol_and_login_at_a_window_and_attendance_query(runtime, t
     asyncio.run(scenario())
     ident = [e["data"] for e in journal(rt, "fingerprint.identified")]
     assert [(i["purpose"], i["matched"]) for i in ident] == [("login", True), ("login", False)]
+
+
+def test_fingerprint_login_holds_no_sensor_it_should_not(runtime, tmp_path):
+    """Anonymous callers cannot start a login; a login never queues behind a busy sensor; a
+    spot check pre-empts a pending login (whose finger it then does not read); a console that
+    gives up releases the sensor at once."""
+    from drivers.protocols.r30x import Instr
+
+    rt = runtime
+    ctx = context(rt, tmp_path)
+    comps = build(ctx)
+
+    async def scenario() -> None:
+        for c in comps:
+            await c.start()
+        try:
+            fp = next(c for c in comps if c.name == "sim-fp-w8").sim
+            drv = next(c for c in comps if c.name == "fingerprint-fp-w8")
+            await asyncio.wait_for(drv.ready.wait(), 10)
+            async with ServedBox(rt, ctx.services) as box, \
+                    httpx.AsyncClient(base_url=box.base, timeout=30) as http:
+                mgr = {"Authorization": "Bearer demo-manager-token"}
+                assert (await http.post("/api/v1/windows/8/fingerprint-login")
+                        ).status_code == 401
+                r = await http.post("/api/v1/devices", headers=mgr, json={
+                    "name": "console-w8", "kind": "console", "window": 8})
+                console = {"Authorization": f"Bearer {r.json()['token']}"}
+                url = "/api/v1/windows/8/fingerprint-login"
+                # nobody places a finger: the login waits at the sensor ...
+                pending = asyncio.create_task(http.post(url, headers=console))
+                await until(lambda: drv._busy == "login")
+                r = await http.post(url, headers=console)  # ... and a second one does not queue
+                assert r.status_code == 409 and r.json()["type"].endswith(":sensor-busy")
+                # a spot check pre-empts it; the finger placed for the check is the check's
+                n = len(fp.commands)
+                check = asyncio.create_task(http.post(
+                    "/api/v1/fingerprints/fp-w8/identify", headers=mgr,
+                    json={"purpose": "spot_check"}))
+                r = await pending
+                assert r.status_code == 409 and r.json()["type"].endswith(":sensor-preempted")
+                await until(lambda: drv._busy == "spot_check"
+                            and Instr.GEN_IMG in fp.commands[n:])
+                fp.place_finger("S008-index")
+                r = await check
+                assert r.status_code == 200 and r.json()["purpose"] == "spot_check"
+                purposes = [e["data"]["purpose"] for e in journal(rt, "fingerprint.identified")]
+                assert purposes == ["spot_check"]
+                fp.lift_finger()
+                # a console that gives up: the sensor is free at once, not after finger_wait
+                with pytest.raises(httpx.ReadTimeout):
+                    await http.post(url, headers=console, timeout=0.3)
+                await until(lambda: drv._busy is None, timeout=2)
+        finally:
+            for c in reversed(comps):
+                await c.stop()
+
+    asyncio.run(scenario())

@@ -62,7 +62,7 @@ S007 = ["S007", "赵敏", "区政务服务中心", 21, 21, 21, 0, 0, 0, 0, 0, 0,
 
 def test_month_summary_cell_by_cell(november: tuple[HallRuntime, HallServices]) -> None:
     rt, services = november
-    with TestClient(create_app(rt, services)) as c:
+    with TestClient(create_app(rt, services), base_url="http://127.0.0.1") as c:
         r = c.post("/api/v1/leaves", headers=MANAGER, json={
             "staff": "S001", "from": "2026-11-10", "to": "2026-11-11", "kind": "事假"})
         assert r.status_code == 201, r.text
@@ -120,7 +120,7 @@ def test_bad_input_is_refused_with_pointer_and_changes_nothing(
         sup_rt: HallRuntime, sup_services: HallServices) -> None:
     rt = sup_rt
     rt.clock.set(at(23, 9, 0))  # type: ignore[attr-defined]
-    with TestClient(create_app(rt, sup_services)) as c:
+    with TestClient(create_app(rt, sup_services), base_url="http://127.0.0.1") as c:
         head = rt.store.head_seq
         q = "/api/v1/reports/attendance"
         assert_problem(c.get(f"{q}?month=2026-13", headers=MANAGER), 422, "bad-month",
@@ -172,7 +172,7 @@ def test_alerts_and_console_prompt_over_http(sup_rt: HallRuntime,
     rt.clock.set(at(23, 9, 0))  # type: ignore[attr-defined]
     svc = sup_services.supervision
     assert svc is not None
-    with TestClient(create_app(rt, sup_services)) as c:
+    with TestClient(create_app(rt, sup_services), base_url="http://127.0.0.1") as c:
         r = c.post("/api/v1/sessions", json={"staff_id": "S001", "pin": "8001", "window": 1})
         staff = {"authorization": f"Bearer {r.json()['token']}"}
         rt.execute(lambda h: h.issue("SHMS"))

@@ -120,7 +120,7 @@ async def running_hall(tmp_path: Path, config: HallConfig | None = None,
     box = build_box(cfg, tmp_path / "data", plugins=plugins, sim=True,
                     clock=clock or FakeClock(MONDAY_0900))
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=box.app),
-                               base_url="http://hall")
+                               base_url="http://127.0.0.1")  # the Host allowlist
     try:
         await box.start()
         sim_hall = SimHall(box, client)

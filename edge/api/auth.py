@@ -1,4 +1,8 @@
-"""Who is calling: config tokens (kiosk, manager, central) and staff window sessions."""
+"""Who is calling: config tokens (kiosk, manager, central) and staff window sessions.
+
+Routes declare who may call them with a `Roles` dependency; the OpenAPI spec is built from the
+same declaration (edge.api.spec), so the spec cannot drift from what is enforced.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException
+from starlette.requests import HTTPConnection
 
-from edge.runtime import HallRuntime
+from edge.api.deps import ApiContext, context
+
+ROLES = ("kiosk", "console", "staff", "manager", "central")
 
 
 def sha256_hex(token: str) -> str:
@@ -22,43 +29,76 @@ def new_token() -> str:
 
 @dataclass(frozen=True)
 class Principal:
-    role: str  # kiosk | staff | manager | central
+    role: str  # kiosk | console | staff | manager | central
     name: str
-    window: int | None = None  # staff only: the window this session is bound to
+    window: int | None = None  # staff and console: the window it is bound to
 
 
-def _bearer(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
+def _bearer(conn: HTTPConnection, query_token: bool) -> str | None:
+    auth = conn.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
-    # EventSource cannot send headers; the streams accept ?token= instead.
-    return request.query_params.get("token")
+    # Only where a browser cannot send a header (EventSource): a token in a URL ends up in
+    # logs, history and Referer headers.
+    return conn.query_params.get("token") if query_token else None
 
 
-def identify(request: Request, rt: HallRuntime) -> Principal | None:
-    token = _bearer(request)
+def identify(conn: HTTPConnection, ctx: ApiContext, query_token: bool = False
+             ) -> Principal | None:
+    token = _bearer(conn, query_token)
     if not token:
         return None
     digest = sha256_hex(token)
-    for t in rt.config.api.tokens:
+    for t in ctx.rt.config.api.tokens:
         if secrets.compare_digest(t.token_sha256, digest):
             return Principal(t.role, t.name)
-    row = rt.store.session(digest)
-    if row and datetime.fromisoformat(row[2]) > rt.clock.now():
-        staff, window = row[0], row[1]
+    device = ctx.rt.store.paired_device(digest)
+    if device is not None:
+        return Principal(device[1], device[0], device[2])
+    found = ctx.rt.store.session(digest)
+    if found and datetime.fromisoformat(found[2]) > ctx.rt.clock.now():
+        staff, window = found[0], found[1]
         # Valid only while that staff member is still logged in at that window in memory: a
         # logout or a new business day ends it at once, before its row's deletion commits.
-        w = rt.hall.windows.get(window)
+        w = ctx.rt.hall.windows.get(window)
         if w is not None and w.staff == staff:
             return Principal("staff", staff, window)
     return None
 
 
-def require(request: Request, rt: HallRuntime, *roles: str) -> Principal:
-    who = identify(request, rt)
+def check(who: Principal | None, roles: tuple[str, ...]) -> Principal:
     if who is None:
         raise HTTPException(401, "a valid bearer token is required",
                             headers={"WWW-Authenticate": "Bearer"})
     if who.role not in roles:
         raise HTTPException(403, f"role {who.role} may not do this; needs {' or '.join(roles)}")
     return who
+
+
+def require(conn: HTTPConnection, ctx: ApiContext, *roles: str) -> Principal:
+    return check(identify(conn, ctx), roles)
+
+
+class Roles:
+    """Dependency: the caller, who must hold one of `roles` (401 without a valid token, 403
+    with another role)."""
+
+    anonymous = False
+
+    def __init__(self, *roles: str, query_token: bool = False) -> None:
+        self.roles = roles
+        self.query_token = query_token  # ?token= accepted (EventSource endpoints only)
+
+    def __call__(self, conn: HTTPConnection) -> Principal:
+        return check(identify(conn, context(conn), self.query_token), self.roles)
+
+
+class OpenTo(Roles):
+    """Dependency for routes anyone may call, where `roles` unlock more (a priority ticket
+    needs a kiosk or staff token); the caller is None without a valid token, and the route
+    checks what the request asks for."""
+
+    anonymous = True
+
+    def __call__(self, conn: HTTPConnection) -> Principal | None:  # type: ignore[override]
+        return identify(conn, context(conn), self.query_token)

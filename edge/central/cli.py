@@ -88,7 +88,7 @@ def cmd_central_stats(args: argparse.Namespace) -> int:
         print(f"--from/--to: {e}", file=sys.stderr)
         return 2
     except DomainError as e:
-        print(f"{e.pointer}: {e.detail}", file=sys.stderr)
+        print(f"--{e.subject}: {e.detail}", file=sys.stderr)
         return 2
     store = CentralStore(args.db)
     try:

@@ -161,11 +161,11 @@ class AlertBoard:
         a = next((x for x in self.open.values() if x.id == alert_id), None)
         if a is None:
             raise DomainError("not_found", "unknown-alert", f"no open alert {alert_id!r}",
-                              "/path/alert")
+                              "alert")
         if a.kind in CONDITIONS:
             raise DomainError("conflict", "alert-is-a-condition",
                               f"{a.kind.value} ends by itself when the condition ends",
-                              "/path/alert")
+                              "alert")
         return [self._cleared(a, "acknowledged", by)]
 
     # ---- views and restore -----------------------------------------------------------------

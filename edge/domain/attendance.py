@@ -299,7 +299,7 @@ def _clock(s: int | None) -> str | None:
     return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def month_range(month: str, pointer: str = "/query/month") -> tuple[date, date]:
+def month_range(month: str, subject: str = "month") -> tuple[date, date]:
     """'2026-11' -> (2026-11-01, 2026-11-30); anything else is refused."""
     try:
         if not re.fullmatch(r"[0-9]{4}-[0-9]{2}", month):  # ASCII digits only
@@ -307,7 +307,7 @@ def month_range(month: str, pointer: str = "/query/month") -> tuple[date, date]:
         first = date(int(month[:4]), int(month[5:]), 1)
     except ValueError:
         raise DomainError("invalid", "bad-month", f"month must be YYYY-MM, got {month!r}",
-                          pointer) from None
+                          subject) from None
     nxt = date(first.year + (first.month == 12), first.month % 12 + 1, 1)
     return first, nxt - timedelta(days=1)
 

@@ -173,45 +173,45 @@ class Hall:
         return math.ceil(ahead / windows) * self.avg_service_ms(service)
 
     # ---- lookups -------------------------------------------------------------------------
-    def _service(self, code: str, pointer: str) -> None:
+    def _service(self, code: str, subject: str = "service") -> None:
         if code not in self.services:
-            raise DomainError("not_found", "unknown-service", f"no service {code!r}", pointer)
+            raise DomainError("not_found", "unknown-service", f"no service {code!r}", subject)
 
     def _window(self, number: int) -> WindowState:
         if number not in self.windows:
             raise DomainError("not_found", "unknown-window", f"no window {number}",
-                              "/path/window")
+                              "window")
         return self.windows[number]
 
     def _staffed(self, number: int, staff: str | None) -> WindowState:
         w = self._window(number)
         if w.staff is None:
             raise DomainError("conflict", "window-not-logged-in",
-                              f"nobody is logged in at window {number}", "/path/window")
+                              f"nobody is logged in at window {number}", "window")
         if staff is not None and w.staff != staff:
             raise DomainError("forbidden", "not-your-window",
                               f"window {number} is staffed by {w.staff}, not {staff}",
-                              "/path/window")
+                              "window")
         return w
 
-    def ticket(self, ref: str, pointer: str = "/body/ticket") -> Ticket:
+    def ticket(self, ref: str, subject: str = "ticket") -> Ticket:
         """By id, or by number for today (A023)."""
         if ref in self.tickets:
             return self.tickets[ref]
         for t in self.tickets.values():
             if t.number == ref and t.transferred_to is None:
                 return t
-        raise DomainError("not_found", "unknown-ticket", f"no ticket {ref!r} today", pointer)
+        raise DomainError("not_found", "unknown-ticket", f"no ticket {ref!r} today", subject)
 
     def _current(self, w: WindowState, *states: TicketState) -> Ticket:
         if w.current is None:
             raise DomainError("conflict", "no-current-ticket",
-                              f"window {w.number} has no ticket called", "/path/window")
+                              f"window {w.number} has no ticket called", "window")
         t = self.tickets[w.current]
         if states and t.state not in states:
             raise DomainError("conflict", "illegal-transition",
                               f"ticket {t.number} is {t.state.value}, needs "
-                              + " or ".join(s.value for s in states), "/path/window")
+                              + " or ".join(s.value for s in states), "window")
         return t
 
     def _serves(self, number: int, service: str) -> bool:
@@ -238,17 +238,17 @@ class Hall:
         self.dirty.tickets[t.id] = t
         return t
 
-    def _check_can_issue(self, service: str, pointer: str = "/body/service") -> None:
+    def _check_can_issue(self, service: str, subject: str = "service") -> None:
         self._require_day()
-        self._service(service, pointer)
+        self._service(service, subject)
         if not self.is_open(service):
             raise DomainError("closed", "service-closed",
-                              f"service {service} is not open now", pointer)
+                              f"service {service} is not open now", subject)
         cap = self.services[service].daily_cap
         if self.counters.get(service, 0) >= cap:
             raise DomainError("conflict", "daily-cap-reached",
                               f"service {service} has issued its {cap} tickets for today",
-                              pointer)
+                              subject)
 
     def _issued_event(self, t: Ticket) -> DomainEvent:
         ahead = sum(1 for x in self.waiting(t.service) if self._fifo_key(x) < self._fifo_key(t))
@@ -264,7 +264,7 @@ class Hall:
         if priority == Priority.APPOINTMENT:
             raise DomainError("invalid", "appointment-needs-check-in",
                               "appointment tickets come from checking in a booking",
-                              "/body/priority")
+                              "priority")
         self._check_can_issue(service)
         t = self._new_ticket(service, priority, source)
         return t, [self._issued_event(t)]
@@ -272,16 +272,16 @@ class Hall:
     # ---- appointments --------------------------------------------------------------------
     def book(self, code: str, service: str, slot_start: datetime,
              slot_end: datetime) -> list[DomainEvent]:
-        self._service(service, "/body/service")
+        self._service(service, "service")
         if slot_end <= slot_start:
             raise DomainError("invalid", "bad-slot", "slot_end must be after slot_start",
-                              "/body/slot_end")
+                              "slot_end")
         if slot_end <= self.clock.now():
             raise DomainError("invalid", "slot-in-past", "the slot has already ended",
-                              "/body/slot_end")
+                              "slot_end")
         if code in self.appointments:
             raise DomainError("conflict", "duplicate-appointment",
-                              f"appointment {code} is already booked", "/body/code")
+                              f"appointment {code} is already booked", "appointment")
         a = Appointment(code, service, slot_start, slot_end)
         self.appointments[code] = a
         self.dirty.appointments.add(code)
@@ -294,23 +294,23 @@ class Hall:
         a = self.appointments.get(code)
         if a is None:
             raise DomainError("not_found", "unknown-appointment", f"no appointment {code!r}",
-                              "/path/code")
+                              "appointment")
         if a.state != AppointmentState.BOOKED:
             raise DomainError("conflict", "appointment-used",
-                              f"appointment {code} is {a.state.value}", "/path/code")
+                              f"appointment {code} is {a.state.value}", "appointment")
         now = self.clock.now()
         p = self.policy
         earliest = a.slot_start - timedelta(minutes=p.appointment_early_minutes)
         latest = a.slot_start + timedelta(minutes=p.appointment_late_minutes)
         if now < earliest:
             raise DomainError("conflict", "too-early",
-                              f"check-in opens at {self.local(earliest):%H:%M}", "/path/code")
+                              f"check-in opens at {self.local(earliest):%H:%M}", "appointment")
         late = now > latest
         if late and (p.appointment_late_policy == "refuse" or (now > a.slot_end
                      and self.business_day(a.slot_end) != self.day)):
             raise DomainError("conflict", "too-late",
-                              f"check-in closed at {self.local(latest):%H:%M}", "/path/code")
-        self._check_can_issue(a.service, "/path/code")
+                              f"check-in closed at {self.local(latest):%H:%M}", "appointment")
+        self._check_can_issue(a.service, "appointment")
         t = self._new_ticket(a.service, Priority.NORMAL if late else Priority.APPOINTMENT,
                              Source.APP)
         t.appointment = code
@@ -329,22 +329,22 @@ class Hall:
     def login(self, staff: str, window: int) -> list[DomainEvent]:
         if staff not in self.staff:
             raise DomainError("not_found", "unknown-staff", f"no staff {staff!r}",
-                              "/body/staff_id")
+                              "staff")
         w = self._window(window)
         allowed = self.staff[staff].windows
         if allowed is not None and window not in allowed:
             raise DomainError("forbidden", "window-not-allowed",
-                              f"{staff} may not work at window {window}", "/body/window")
+                              f"{staff} may not work at window {window}", "window")
         if w.staff == staff:
             return []  # logging in again to the same window is a no-op
         if w.staff is not None:
             raise DomainError("conflict", "window-taken",
-                              f"window {window} is staffed by {w.staff}", "/body/window")
+                              f"window {window} is staffed by {w.staff}", "window")
         other = next((x for x in self.windows.values() if x.staff == staff), None)
         if other is not None:
             raise DomainError("conflict", "already-logged-in",
                               f"{staff} is logged in at window {other.number}; log out first",
-                              "/body/staff_id")
+                              "staff")
         w.staff = staff
         w.logged_in_at = self.clock.now()
         w.priority_streak = 0
@@ -357,7 +357,7 @@ class Hall:
             t = self.tickets[w.current]
             raise DomainError("conflict", "ticket-in-hand",
                               f"ticket {t.number} is {t.state.value} here; finish it first",
-                              "/path/window")
+                              "window")
         who = w.staff
         self.windows[window] = WindowState(window)
         self.dirty.windows.add(window)
@@ -367,12 +367,12 @@ class Hall:
         w = self._staffed(window, staff)
         if not reason.strip():
             raise DomainError("invalid", "reason-required", "a pause needs a reason",
-                              "/body/reason")
+                              "reason")
         if w.paused:
             raise DomainError("conflict", "already-paused", f"window {window} is paused")
         if w.current is not None:
             raise DomainError("conflict", "ticket-in-hand",
-                              "finish the current ticket before pausing", "/path/window")
+                              "finish the current ticket before pausing", "window")
         w.paused, w.pause_reason = True, reason
         self.dirty.windows.add(window)
         return [DomainEvent("window.paused", {"window": window, "staff": w.staff,
@@ -443,12 +443,12 @@ class Hall:
         w = self._staffed(window, staff)
         if w.paused:
             raise DomainError("conflict", "window-paused",
-                              f"window {window} is paused; resume first", "/path/window")
+                              f"window {window} is paused; resume first", "window")
         if w.current is not None:
             t = self.tickets[w.current]
             raise DomainError("conflict", "ticket-in-hand",
                               f"ticket {t.number} is {t.state.value} here; finish, mark no-show "
-                              "or transfer it first", "/path/window")
+                              "or transfer it first", "window")
         return w
 
     def _do_call(self, w: WindowState, t: Ticket, rule: str,
@@ -486,14 +486,14 @@ class Hall:
         w = self._ready_to_call(window, staff)
         if not reason.strip():
             raise DomainError("invalid", "reason-required",
-                              "calling out of order needs a reason", "/body/reason")
+                              "calling out of order needs a reason", "reason")
         t = self.ticket(ticket)
         if t.state != TicketState.WAITING:
             raise DomainError("conflict", "illegal-transition",
-                              f"ticket {t.number} is {t.state.value}, not waiting", "/body/ticket")
+                              f"ticket {t.number} is {t.state.value}, not waiting", "ticket")
         if not self._serves(window, t.service):
             raise DomainError("conflict", "service-not-at-window",
-                              f"window {window} does not serve {t.service}", "/body/ticket")
+                              f"window {window} does not serve {t.service}", "ticket")
         return t, self._do_call(w, t, "out_of_order", reason)
 
     def recall(self, window: int, staff: str | None = None) -> list[DomainEvent]:
@@ -502,7 +502,7 @@ class Hall:
         if t.recalls >= self.policy.recall_cap:
             raise DomainError("conflict", "recall-cap",
                               f"ticket {t.number} was recalled {t.recalls} times already; "
-                              "mark it no-show", "/path/window")
+                              "mark it no-show", "window")
         t.recalls += 1
         self.dirty.tickets[t.id] = t
         return [DomainEvent("ticket.recalled", {**self._tref(t), "window": window,
@@ -524,16 +524,16 @@ class Hall:
         t = self.ticket(ticket)
         if t.state != TicketState.NO_SHOW or t.no_show_at is None:
             raise DomainError("conflict", "illegal-transition",
-                              f"ticket {t.number} is {t.state.value}, not no_show", "/body/ticket")
+                              f"ticket {t.number} is {t.state.value}, not no_show", "ticket")
         if window is not None and not self._serves(window, t.service):
             raise DomainError("forbidden", "service-not-at-window",
-                              f"window {window} does not serve {t.service}", "/body/ticket")
+                              f"window {window} does not serve {t.service}", "ticket")
         limit = timedelta(minutes=self.policy.no_show_reactivate_minutes)
         if self.clock.now() - t.no_show_at > limit:
             raise DomainError("conflict", "reactivate-expired",
                               f"ticket {t.number} was marked no-show more than "
                               f"{self.policy.no_show_reactivate_minutes} minutes ago",
-                              "/body/ticket")
+                              "ticket")
         t.state, t.front = TicketState.WAITING, True
         self._queued[t.id] = t
         t.window = t.staff = t.called_at = t.no_show_at = None
@@ -572,10 +572,10 @@ class Hall:
         """Send the applicant at this window to another service's queue under a new number."""
         w = self._staffed(window, staff)
         t = self._current(w, TicketState.CALLED, TicketState.SERVING)
-        self._service(to_service, "/body/service")
+        self._service(to_service, "service")
         if to_service == t.service:
             raise DomainError("invalid", "same-service",
-                              f"ticket {t.number} is already in {to_service}", "/body/service")
+                              f"ticket {t.number} is already in {to_service}", "service")
         self._check_can_issue(to_service)
         keep = self.policy.transfer_mode == "keep_arrival"
         new = self._new_ticket(to_service, t.priority, t.source,
@@ -597,11 +597,11 @@ class Hall:
         ]
 
     def cancel(self, ticket: str, reason: str) -> list[DomainEvent]:
-        t = self.ticket(ticket, "/path/ticket")
+        t = self.ticket(ticket, "ticket")
         if t.state != TicketState.WAITING:
             raise DomainError("conflict", "illegal-transition",
                               f"only a waiting ticket can be cancelled; {t.number} is "
-                              f"{t.state.value}", "/path/ticket")
+                              f"{t.state.value}", "ticket")
         t.state, t.end_reason = TicketState.CANCELLED, reason
         self.dirty.tickets[t.id] = t
         return [DomainEvent("ticket.cancelled", {**self._tref(t), "reason": reason})]

@@ -77,7 +77,7 @@ def parse_level(value: str) -> Level:
     raise DomainError("invalid", "unknown-level",
                       f"unknown rating level {value!r}; one of "
                       + ", ".join(f"{lv.value} ({n})" for lv, n in LEVEL_NAMES.items()),
-                      "/level")
+                      "level")
 
 
 @dataclass(frozen=True)
@@ -181,22 +181,22 @@ class RatingDesk:
                     and t.finished_at is not None]
             if not done:
                 raise DomainError("conflict", "nothing-to-rate",
-                                  f"window {window} has finished no ticket today", "/body/ticket")
+                                  f"window {window} has finished no ticket today", "ticket")
             t = max(done, key=lambda x: x.finished_at or x.issued_at)
         else:
             t = hall.ticket(ticket)
         if t.window != window or t.state != TicketState.FINISHED:
             raise DomainError("conflict", "not-served-here",
                               f"ticket {t.number} was not finished at window {window}",
-                              "/body/ticket")
+                              "ticket")
         if t.staff != w.staff:
             raise DomainError("forbidden", "served-by-someone-else",
                               f"ticket {t.number} was served by {t.staff}, not {w.staff}",
-                              "/body/ticket")
+                              "ticket")
         if t.id in self.closed or any(r.ticket == t.id for r in self.pending.values()):
             raise DomainError("conflict", "already-requested",
                               f"a rating of ticket {t.number} was already requested",
-                              "/body/ticket")
+                              "ticket")
         # Validated; only now may state change (a refusal must change nothing).
         events = self.sweep(hall)
         old = self.pending.get(window)
@@ -220,7 +220,7 @@ class RatingDesk:
             # Not a broken binding: the tablet must ask the applicant why, then send again.
             raise DomainError("invalid", "reason-required",
                               f"{LEVEL_NAMES[s.level]} needs a reason; ask the applicant why",
-                              "/reason")
+                              "reason")
         hall._window(s.window)
         events = self.sweep(hall)
         now = self.clock.now()

@@ -73,35 +73,35 @@ class SpotChecks:
         now = self.clock.now()
         if window is None and staff is None:
             raise DomainError("invalid", "nothing-to-check", "name a staff member or a window",
-                              "/window")
+                              "window")
         if staff is not None and staff not in hall.staff:
             raise DomainError("not_found", "unknown-staff", f"no staff member {staff!r}",
-                              "/staff")
+                              "staff")
         if window is not None and window not in hall.windows:
-            raise DomainError("not_found", "unknown-window", f"no window {window}", "/window")
+            raise DomainError("not_found", "unknown-window", f"no window {window}", "window")
         if deadline.tzinfo is None:
             raise DomainError("invalid", "bad-deadline", "the deadline needs a UTC offset",
-                              "/deadline")
+                              "deadline")
         if deadline <= now:
             raise DomainError("invalid", "deadline-passed",
                               f"the deadline {deadline.isoformat()} is not in the future",
-                              "/deadline")
+                              "deadline")
         if deadline - now > MAX_DEADLINE:
             raise DomainError("invalid", "deadline-too-far",
-                              f"a spot check lasts at most {MAX_DEADLINE}", "/deadline")
+                              f"a spot check lasts at most {MAX_DEADLINE}", "deadline")
         if check_id in self.checks:
             raise DomainError("conflict", "check-exists", f"spot check {check_id} exists",
-                              "/id")
+                              "id")
         if window is None:
             window = next((n for n, w in sorted(hall.windows.items()) if w.staff == staff),
                           None)
         if window is not None and window not in self.sensors:
             raise DomainError("conflict", "no-sensor",
                               f"window {window} has no fingerprint sensor to check with",
-                              "/window")
+                              "window")
         if window is not None and any(c.window == window for c in self.running()):
             raise DomainError("conflict", "check-running",
-                              f"a spot check is already running at window {window}", "/window")
+                              f"a spot check is already running at window {window}", "window")
         at_window = hall.windows[window].staff if window is not None else None
         expected = staff if staff is not None else at_window
         c = SpotCheck(check_id, window, expected, self.sensors.get(window) if window else None,

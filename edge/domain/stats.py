@@ -31,22 +31,22 @@ TYPES = ("ticket.issued", "ticket.called", "ticket.no_show", "ticket.reactivated
 def check_range(start: date, end: date, by: str) -> None:
     if by not in DIMENSIONS:
         raise DomainError("invalid", "bad-dimension",
-                          f"by must be one of {', '.join(DIMENSIONS)}, got {by!r}", "/query/by")
+                          f"by must be one of {', '.join(DIMENSIONS)}, got {by!r}", "by")
     if end < start:
         raise DomainError("invalid", "bad-range", f"to ({end}) is before from ({start})",
-                          "/query/to")
+                          "to")
     if (end - start).days + 1 > MAX_DAYS:
         raise DomainError("invalid", "range-too-long",
                           f"at most {MAX_DAYS} days (a year) at a time, got "
-                          f"{(end - start).days + 1}", "/query/to")
+                          f"{(end - start).days + 1}", "to")
 
 
-def parse_date(value: str, pointer: str) -> date:
+def parse_date(value: str, subject: str) -> date:
     try:
         return date.fromisoformat(value)
     except (TypeError, ValueError):
         raise DomainError("invalid", "bad-date", f"expected YYYY-MM-DD, got {value!r}",
-                          pointer) from None
+                          subject) from None
 
 
 def mean(xs: list[int]) -> int | None:

@@ -27,18 +27,18 @@ import asyncio
 import json
 import logging
 import secrets
-from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.api.auth import new_token, require, sha256_hex
-from edge.api.problems import problem
-from edge.assembly import HallServices
+from edge.api.auth import Principal, Roles, require, sha256_hex
+from edge.api.deps import ApiContext, Ctx
+from edge.api.limits import client_address
+from edge.api.spec import refusals
 from edge.config.supervision_devices import EvaluatorConfig
 from edge.domain.errors import DomainError
 from edge.domain.rating import (
@@ -51,10 +51,8 @@ from edge.domain.rating import (
     parse_level,
 )
 from edge.health import DeviceHealth
-from edge.ratings import RATING_TYPES, RatingService
+from edge.ratings import RATING_TYPES
 from edge.runtime import HallRuntime
-from edge.sensors import SensorFailure
-from edge.store import Store
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 4096  # bytes; a rating is tiny, anything bigger is abuse
@@ -64,20 +62,6 @@ MAX_FAILED_LOGINS = 3
 class RatingRequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ticket: str | None = Field(default=None, min_length=1, max_length=40)
-
-
-class EnrolBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    staff_id: str = Field(min_length=1, max_length=32)
-
-
-class IdentifyBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    purpose: Literal["spot_check", "login"] = "spot_check"
-
-
-_SENSOR_STATUS = {"sensor-timeout": 504, "finger-timeout": 408, "sensor-offline": 503,
-                  "sensor-refused": 422, "unknown-staff": 404, "library-full": 409}
 
 
 class BadMessage(Exception):
@@ -121,119 +105,62 @@ def _field(msg: dict[str, Any], name: str, kind: type | tuple[type, ...],
     return v
 
 
-def router(rt: HallRuntime, services: HallServices) -> APIRouter:
-    api = APIRouter()
-    svc = services.ratings
-    connected: dict[str, int] = {}  # tablet id -> open sessions, for its health
+router = APIRouter(tags=["evaluators"])
 
-    @api.post("/api/v1/windows/{window}/rating-request", status_code=201)
-    async def rating_request(window: Annotated[int, PathParam(ge=1, le=9999)],
-                             body: RatingRequestBody, request: Request) -> dict[str, Any]:
-        who = require(request, rt, "staff")
-        if who.window != window:
-            raise DomainError("forbidden", "not-your-window",
-                              f"your session is for window {who.window}, not {window}",
-                              "/path/window")
-        if svc is None:
-            raise DomainError("conflict", "ratings-off", "ratings are not configured "
-                              "([rating] is absent)")
-        r = await svc.request(window, body.ticket, who.name)
-        return _rate_frame(rt, r)
 
-    @api.get("/api/v1/ratings/summary")
-    async def summary(request: Request) -> dict[str, Any]:
-        require(request, rt, "manager", "central")
-        return rating_summary(rt)
+@router.post("/api/v1/windows/{window}/rating-request", status_code=201,
+             responses=refusals(403, 404, 409))
+async def rating_request(window: Annotated[int, PathParam(ge=1, le=9999)],
+                         body: RatingRequestBody, ctx: Ctx,
+                         who: Annotated[Principal, Depends(Roles("staff"))]) -> dict[str, Any]:
+    """Ask the window's evaluator to rate a ticket (default: the last one finished there)."""
+    if who.window != window:
+        raise DomainError("forbidden", "not-your-window",
+                          f"your session is for window {who.window}, not {window}", "window")
+    svc = ctx.services.ratings
+    if svc is None:
+        raise DomainError("conflict", "ratings-off", "ratings are not configured "
+                          "([rating] is absent)")
+    r = await svc.request(window, body.ticket, who.name)
+    return _rate_frame(ctx.rt, r)
 
-    @api.get("/api/v1/evaluator/photo/{staff_id}")
-    async def photo(staff_id: Annotated[str, PathParam(max_length=32)],
-                    request: Request) -> FileResponse:
-        token = request.query_params.get("token", "")
-        if not _tablet_for_token(rt, token) and not _is_staff_or_manager(request, rt):
-            raise HTTPException(401, "an evaluator or staff token is required")
-        s = rt.hall.staff.get(staff_id)
-        path = Path(rt.data_dir) / s.photo if s and s.photo else None
-        if path is None or not path.is_file():
-            raise HTTPException(404, f"no photo for {staff_id}")
-        return FileResponse(path)
 
-    # ---- fingerprint sensors at windows (R30x): enrolment and spot checks ------------------
-    def sensor(sensor_id: str) -> Any:
-        drv = services.sensors.get(sensor_id)
-        if drv is None:
-            raise HTTPException(404, f"no running fingerprint sensor {sensor_id!r}")
-        return drv
+@router.get("/api/v1/ratings/summary", dependencies=[Depends(Roles("manager", "central"))])
+async def summary(ctx: Ctx) -> dict[str, Any]:
+    return rating_summary(ctx.rt)
 
-    async def run_sensor(request: Request, op: Any) -> Any:
-        try:
-            return await op
-        except SensorFailure as e:
-            return problem(_SENSOR_STATUS.get(e.code, 500), e.code,
-                           e.code.replace("-", " ").capitalize(), e.detail, request.url.path)
 
-    @api.post("/api/v1/fingerprints/{sensor_id}/enrol", status_code=201)
-    async def enrol(sensor_id: Annotated[str, PathParam(max_length=64)], body: EnrolBody,
-                    request: Request) -> Any:
-        require(request, rt, "manager")
-        drv = sensor(sensor_id)
-        out = await run_sensor(request, drv.enrol(body.staff_id))
-        return out if not isinstance(out, int) else {"sensor": sensor_id, "page": out,
-                                                      "staff": body.staff_id}
+@router.get("/api/v1/evaluator/photo/{staff_id}",
+            responses={200: {"description": "The staff member's photo",
+                             "content": {"image/*": {"schema": {"type": "string",
+                                                                "format": "binary"}}}},
+                       **refusals(401, 404)})
+async def photo(staff_id: Annotated[str, PathParam(max_length=32)], request: Request,
+                ctx: Ctx) -> FileResponse:
+    """For the tablet (its device token as the bearer; the page fetches the photo with the
+    header) and for staff and managers."""
+    rt = ctx.rt
+    auth = request.headers.get("authorization", "")
+    token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+    if not _tablet_for_token(rt, token) and not _is_staff_or_manager(request, ctx):
+        raise HTTPException(401, "an evaluator or staff token is required")
+    s = rt.hall.staff.get(staff_id)
+    path = Path(rt.data_dir) / s.photo if s and s.photo else None
+    if path is None or not path.is_file():
+        raise HTTPException(404, f"no photo for {staff_id}")
+    return FileResponse(path)
 
-    @api.post("/api/v1/fingerprints/{sensor_id}/identify")
-    async def identify(sensor_id: Annotated[str, PathParam(max_length=64)], body: IdentifyBody,
-                       request: Request) -> Any:
-        """随机抽查 by a manager or the central room; a staff login check at the sensor's window."""
-        who = require(request, rt, "manager", "central", "staff")
-        drv = sensor(sensor_id)
-        if who.role == "staff" and who.window != drv.window:
-            raise DomainError("forbidden", "not-your-window",
-                              f"sensor {sensor_id} is at window {drv.window}", "/path/sensor")
-        return await run_sensor(request, drv.identify(body.purpose))
 
-    @api.post("/api/v1/windows/{window}/fingerprint-login", status_code=201)
-    async def fingerprint_login(window: Annotated[int, PathParam(ge=1, le=9999)],
-                                request: Request) -> Any:
-        """Staff log in at a window with a finger on its sensor instead of a PIN."""
-        drv = services.sensor_at(window)
-        if drv is None:
-            raise HTTPException(404, f"window {window} has no fingerprint sensor")
-        found = await run_sensor(request, drv.identify("login"))
-        if not isinstance(found, dict):
-            return found  # the sensor's problem response
-        if not found["matched"]:
-            raise HTTPException(401, "this finger is not enrolled")
-        staff_id = found["staff"]
-        token = new_token()
-        expires = rt.clock.now() + timedelta(hours=rt.config.api.session_hours)
-
-        save = Store.open_session(sha256_hex(token), staff_id, window, expires.isoformat())
-        await rt.run(lambda h: (None, h.login(staff_id, window)), writes=[save])
-        return {"token": token, "staff_id": staff_id, "window": window,
-                "expires_at": expires.isoformat(), "via": "fingerprint"}
-
-    @api.get("/api/v1/attendance")
-    async def attendance(request: Request, day: Annotated[str | None, Query(
-            pattern=r"^\d{4}-\d{2}-\d{2}$")] = None) -> dict[str, Any]:
-        """Punches of a day (default today), for the supervision room's checks."""
-        require(request, rt, "manager", "central")
-        want = day or rt.hall.day or ""
-        rows = [e for e in rt.store.events_after(0, 10**9, ["punch.recorded"])
-                if e["data"]["at"].startswith(want)]
-        return {"day": want, "punches": [{**e["data"], "seq": e["seq"]} for e in rows]}
-
-    @api.websocket("/ws/evaluator")
-    async def ws(sock: WebSocket) -> None:
-        await sock.accept()
-        session = _TabletSession(rt, svc, sock, connected)
-        try:
-            await session.run()
-        except WebSocketDisconnect:
-            pass
-        finally:
-            session.close()
-
-    return api
+@router.websocket("/ws/evaluator")
+async def ws(sock: WebSocket, ctx: Ctx) -> None:
+    await sock.accept()
+    session = _TabletSession(ctx, sock)
+    try:
+        await session.run()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        session.close()
 
 
 def _tablet_for_token(rt: HallRuntime, token: str) -> EvaluatorConfig | None:
@@ -246,29 +173,34 @@ def _tablet_for_token(rt: HallRuntime, token: str) -> EvaluatorConfig | None:
     return None
 
 
-def _is_staff_or_manager(request: Request, rt: HallRuntime) -> bool:
+def _is_staff_or_manager(request: Request, ctx: ApiContext) -> bool:
     try:
-        require(request, rt, "staff", "manager")
+        require(request, ctx, "staff", "manager")
     except HTTPException:
         return False
     return True
 
 
 class _TabletSession:
-    def __init__(self, rt: HallRuntime, svc: RatingService | None, sock: WebSocket,
-                 connected: dict[str, int]) -> None:
-        self.rt = rt
-        self.svc = svc
+    def __init__(self, ctx: ApiContext, sock: WebSocket) -> None:
+        self.rt = ctx.rt
+        self.svc = ctx.services.ratings
         self.sock = sock
-        self.connected = connected
+        self.connected = ctx.tablets
+        self.live = ctx.tablet_sessions
+        self.guard = ctx.guards.evaluators
+        self.address = client_address(sock.scope)
         self.device: EvaluatorConfig | None = None
         self.failed_logins = 0
+        self.locked_out = False
         self._unsub: Any = None
 
     def close(self) -> None:
         if self._unsub:
             self._unsub()
             self._unsub = None
+        if self.device is not None and self.live.get(self.device.id) is self:
+            del self.live[self.device.id]
         if self.device is not None:
             n = self.connected.get(self.device.id, 1) - 1
             self.connected[self.device.id] = n
@@ -283,6 +215,12 @@ class _TabletSession:
                                                None if online else "C", detail))
         except Exception:
             log.exception("health report for %s failed", self.device.id)
+
+    async def replaced(self) -> None:
+        try:
+            await self.sock.close(code=4409, reason="replaced by a newer connection")
+        except Exception:
+            log.debug("tablet connection already gone")
 
     async def send(self, frame: dict[str, Any]) -> None:
         await self.sock.send_text(json.dumps(frame, ensure_ascii=False))
@@ -316,6 +254,9 @@ class _TabletSession:
                 await self.error(e.code, e.detail)
             except DomainError as e:
                 await self.error(e.code, e.detail)
+            if self.locked_out:
+                await self.sock.close(code=4429, reason="too many failed logins; wait")
+                return
             if self.failed_logins >= MAX_FAILED_LOGINS:
                 await self.sock.close(code=4401, reason="too many failed logins")
                 return
@@ -347,15 +288,28 @@ class _TabletSession:
         token = _field(msg, "token", str)
         if self.svc is None:
             raise BadMessage("ratings-off", "ratings are not configured on this box")
+        # Failed guesses count per client address and per window across connections, so
+        # reconnecting does not reset them.
+        wait = self.guard.retry_after(self.address, window)
+        if wait is not None:
+            self.locked_out = True
+            raise BadMessage("too-many-failures", f"too many failed logins; try again in "
+                             f"{wait} s")
         dev = _tablet_for_token(self.rt, token)
-        if dev is None:
+        if dev is None or dev.window != window:
             self.failed_logins += 1
-            raise BadMessage("bad-token", "unknown evaluator token")
-        if dev.window != window:
-            self.failed_logins += 1
+            self.guard.failed(self.address, window)
+            if dev is None:
+                raise BadMessage("bad-token", "unknown evaluator token")
             raise BadMessage("wrong-window",
                              f"this token belongs to the evaluator of window {dev.window}")
         self.device = dev
+        # One live connection per tablet: the newest wins (a tablet that lost its network
+        # reconnects while the box may still hold its dead socket); the older one is closed.
+        old = self.live.get(dev.id)
+        self.live[dev.id] = self
+        if old is not None:
+            asyncio.get_running_loop().create_task(old.replaced())
         self._unsub = self.rt.bus.subscribe(f"tablet-{dev.id}-{id(self)}", self._on_event)
         self.connected[dev.id] = self.connected.get(dev.id, 0) + 1
         self._health(True, "tablet connected")

@@ -1,0 +1,153 @@
+"""Guards against a hostile hall LAN: PIN guessing, ticket draining, evaluator token guessing.
+
+In memory, bounded (edge.api.limits.RateWindow). What a supervisor should know is an event:
+each failed PIN login (`staff.login_failed`) and each lock (`staff.locked`), never the PIN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import OrderedDict
+from datetime import timedelta
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from edge.api.limits import MAX_KEYS, RateWindow
+from edge.api.problems import Refusal
+from edge.config.api import ApiSection
+from edge.domain.model import DomainEvent
+from edge.events import rfc3339
+from edge.runtime import HallRuntime
+
+_ph = PasswordHasher()
+
+
+class LoginGuard:
+    """Per staff id: `max_failures` wrong PINs in a row lock it for `lock_minutes` (unknown ids
+    too, so a lock tells nothing about which ids exist). Per client address: a rate. PIN checks
+    run in threads, at most `concurrent_checks` at once; an unknown id is checked against a
+    dummy hash so it takes as long as a known one."""
+
+    def __init__(self, rt: HallRuntime, cfg: ApiSection) -> None:
+        self.rt = rt
+        self.cfg = cfg.logins
+        self.addresses = RateWindow(self.cfg.per_address_per_minute, 60, rt.clock)
+        self.failures: OrderedDict[str, int] = OrderedDict()
+        self.locked_until: dict[str, float] = {}
+        self._checks: asyncio.Semaphore | None = None
+        self._dummy: str | None = None
+        self.checking = 0  # PIN checks running now (for tests and health)
+        self.most_checking = 0
+        self.checked = 0  # PIN checks done, the dummy ones for unknown ids included
+
+    def before(self, staff_id: str, address: str) -> None:
+        wait = self.addresses.retry_after(address)
+        if wait is not None:
+            raise Refusal(429, "too-many-logins", f"too many login attempts from {address}; "
+                          f"try again in {wait} s", headers={"Retry-After": str(wait)})
+        self.addresses.hit(address)
+        until = self.locked_until.get(staff_id)
+        now = self.rt.clock.now().timestamp()
+        if until is not None:
+            if until > now:
+                wait = int(until - now) + 1
+                raise Refusal(429, "staff-locked", f"{staff_id} is locked after "
+                              f"{self.cfg.max_failures} wrong PINs; try again in {wait} s",
+                              "/body/staff_id", {"Retry-After": str(wait)})
+            del self.locked_until[staff_id]
+
+    async def verify(self, pin_hash: str | None, pin: str) -> bool:
+        if self._checks is None:
+            self._checks = asyncio.Semaphore(self.cfg.concurrent_checks)
+        async with self._checks:
+            self.checking += 1
+            self.most_checking = max(self.most_checking, self.checking)
+            try:
+                if pin_hash is None:
+                    if self._dummy is None:
+                        self._dummy = await asyncio.to_thread(_ph.hash, secrets.token_hex(8))
+                    await asyncio.to_thread(_check, self._dummy, pin)
+                    return False
+                return await asyncio.to_thread(_check, pin_hash, pin)
+            finally:
+                self.checking -= 1
+                self.checked += 1
+
+    async def failed(self, staff_id: str, known: bool, window: int, address: str) -> None:
+        n = self.failures.pop(staff_id, 0) + 1
+        self.failures[staff_id] = n
+        while len(self.failures) > MAX_KEYS:
+            self.failures.popitem(last=False)
+        events = [DomainEvent("staff.login_failed", {
+            "staff": staff_id, "known": known, "window": window, "address": address,
+            "failures": n})]
+        if n >= self.cfg.max_failures:
+            until = self.rt.clock.now() + timedelta(minutes=self.cfg.lock_minutes)
+            self.locked_until[staff_id] = until.timestamp()
+            self.failures.pop(staff_id, None)
+            events.append(DomainEvent("staff.locked", {
+                "staff": staff_id, "known": known, "failures": n, "address": address,
+                "until": rfc3339(self.rt.hall.local(until))}))
+        await self.rt.record(events)
+
+    def succeeded(self, staff_id: str) -> None:
+        self.failures.pop(staff_id, None)
+
+
+def _check(pin_hash: str, pin: str) -> bool:
+    try:
+        return bool(_ph.verify(pin_hash, pin))
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+class TicketGuard:
+    """Tickets without a kiosk token, per client address and time."""
+
+    def __init__(self, rt: HallRuntime, cfg: ApiSection) -> None:
+        self.cfg = cfg.tickets
+        self.window = RateWindow(self.cfg.anonymous_per_address, self.cfg.per_minutes * 60,
+                                 rt.clock)
+
+    def before(self, address: str) -> None:
+        wait = self.window.retry_after(address)
+        if wait is not None:
+            raise Refusal(429, "too-many-tickets", f"{self.cfg.anonymous_per_address} "
+                          f"tickets per {self.cfg.per_minutes:g} min from one address; please "
+                          f"use a kiosk, or try again in {wait} s",
+                          headers={"Retry-After": str(wait)})
+
+    def issued(self, address: str) -> None:
+        self.window.hit(address)
+
+
+class EvaluatorGuard:
+    """Failed tablet logins per client address and per window, across connections."""
+
+    def __init__(self, rt: HallRuntime, cfg: ApiSection) -> None:
+        lim = cfg.limits
+        self.window = RateWindow(lim.evaluator_failures, lim.evaluator_per_minutes * 60,
+                                 rt.clock)
+
+    def retry_after(self, address: str, window: Any) -> int | None:
+        waits = [self.window.retry_after(f"a:{address}")]
+        if isinstance(window, int):
+            waits.append(self.window.retry_after(f"w:{window}"))
+        found = [w for w in waits if w is not None]
+        return max(found) if found else None
+
+    def failed(self, address: str, window: Any) -> None:
+        self.window.hit(f"a:{address}")
+        if isinstance(window, int):
+            self.window.hit(f"w:{window}")
+
+
+class Guards:
+    def __init__(self, rt: HallRuntime) -> None:
+        cfg = rt.config.api
+        self.logins = LoginGuard(rt, cfg)
+        self.tickets = TicketGuard(rt, cfg)
+        self.evaluators = EvaluatorGuard(rt, cfg)

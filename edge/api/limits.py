@@ -1,0 +1,202 @@
+"""What the hall LAN may take from the box: rates per client address and per id, body sizes,
+Host names. All in memory and bounded: a key-flooding client cannot grow them without limit."""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import socket
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edge.api.problems import body as problem_body
+from edge.clock import Clock
+
+MAX_KEYS = 10_000
+
+
+class RateWindow:
+    """At most `limit` hits per key in any `period_s`; the oldest keys are forgotten first."""
+
+    def __init__(self, limit: int, period_s: float, clock: Clock,
+                 max_keys: int = MAX_KEYS) -> None:
+        self.limit = limit
+        self.period = period_s
+        self.clock = clock
+        self.max_keys = max_keys
+        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def _recent(self, key: str) -> deque[float]:
+        now = self.clock.now().timestamp()
+        hits = self._hits.get(key)
+        if hits is None:
+            hits = self._hits[key] = deque(maxlen=self.limit)
+            while len(self._hits) > self.max_keys:
+                self._hits.popitem(last=False)
+        self._hits.move_to_end(key)
+        while hits and hits[0] <= now - self.period:
+            hits.popleft()
+        return hits
+
+    def retry_after(self, key: str) -> int | None:
+        """Seconds until `key` may hit again, or None when it may now."""
+        hits = self._recent(key)
+        if len(hits) < self.limit:
+            return None
+        return max(1, int(hits[0] + self.period - self.clock.now().timestamp()) + 1)
+
+    def hit(self, key: str) -> None:
+        self._recent(key).append(self.clock.now().timestamp())
+
+    def clear(self, key: str) -> None:
+        self._hits.pop(key, None)
+
+
+def client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def send_problem(status: int, code: str, detail: str, instance: str,
+                 headers: Iterable[tuple[bytes, bytes]] = ()) -> list[Message]:
+    import json
+
+    data = json.dumps(problem_body(status, code, code.replace("-", " ").capitalize(), detail,
+                                   instance)).encode()
+    return [{"type": "http.response.start", "status": status,
+             "headers": [(b"content-type", b"application/problem+json"),
+                         (b"content-length", str(len(data)).encode()), *headers]},
+            {"type": "http.response.body", "body": data}]
+
+
+class BodyLimit:
+    """413 problem for a body over `max_bytes`, decided before anything parses it: from
+    Content-Length when given, else by counting the bytes as they arrive."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = self.max + 1
+                if length > self.max:
+                    await self._refuse(send, path)
+                    return
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max:
+                    # An HTTPException passes FastAPI's body reading unchanged and becomes
+                    # the 413 problem in the app's handler.
+                    raise TooLarge(413, f"request bodies are at most {self.max} bytes")
+            return msg
+
+        async def tracking(msg: Message) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, counted, tracking)
+        except TooLarge:
+            if not started:
+                await self._refuse(send, path)
+
+    async def _refuse(self, send: Send, path: str) -> None:
+        for msg in send_problem(413, "too-large", f"request bodies are at most {self.max} "
+                                "bytes", path, [(b"connection", b"close")]):
+            await send(msg)
+
+
+class TooLarge(HTTPException):
+    pass
+
+
+def own_hosts(configured: list[str] | None, listen_host: str) -> set[str] | None:
+    """The Host names the API answers; None means any."""
+    if configured is not None:
+        return None if "*" in configured else {h.lower() for h in configured}
+    names = {"localhost", "127.0.0.1", "::1", listen_host.lower()}
+    for name in {socket.gethostname(), socket.getfqdn()}:
+        names.add(name.lower())
+        try:
+            for info in socket.getaddrinfo(name, None):
+                names.add(str(info[4][0]).lower())
+        except OSError:
+            pass
+    names |= _interface_addresses()
+    names.discard("0.0.0.0")
+    names.discard("::")
+    return names
+
+
+def _interface_addresses() -> set[str]:
+    """The box's own IPv4/IPv6 addresses (Linux), so http://<box ip>/ works on the LAN."""
+    out: set[str] = set()
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                raw = line.split()[0]
+                out.add(str(ipaddress.IPv6Address(int(raw, 16))))
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/proc/net/fib_trie") as f:
+            lines = f.read().splitlines()
+        for prev, line in itertools.pairwise(lines):
+            if "/32 host LOCAL" in line:
+                out.add(prev.split()[-1])
+    except OSError:
+        pass
+    return out
+
+
+def host_of(value: str) -> str:
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class HostAllowlist:
+    """Answers only to the box's own names: a DNS-rebinding page on another name gets 421."""
+
+    def __init__(self, app: ASGIApp, allowed: set[str] | None) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.allowed is None or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        host = next((v.decode("latin-1") for k, v in scope.get("headers", [])
+                     if k == b"host"), "")
+        if host_of(host) in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        for msg in send_problem(421, "unknown-host", f"this box does not answer to host "
+                                f"{host[:100]!r}", scope.get("path", "")):
+            await send(msg)
+
+

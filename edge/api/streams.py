@@ -1,0 +1,317 @@
+"""Live SSE streams that scale: each event is rendered once and its bytes shared by every client.
+
+- Rendered once: a committed event becomes frames once, appended to the stream's shared log
+  (the last `client_queue` frames); each client is a cursor into that log, so an event costs
+  nothing per client. A board frame supersedes the board frames before it (a board shows its
+  latest state); call frames and journal frames are all sent.
+- Written in batches: clients are woken by one shared timer (`flush_ms` after the first event
+  of a burst), a slice of clients per loop iteration, so a burst costs each client one write
+  and requests are served between the slices.
+- Bounded: a client more than `client_queue` frames behind is told so (`event: overflow`) and
+  disconnected; when its socket is not even being read, its connection is closed under it.
+  EventSource reconnects; the journal stream resumes from Last-Event-ID.
+- Capped: at most `max_clients` over all streams; one more gets 503 problem+json.
+
+The journal stream's backlog comes from the store, not from the log: a client catching up reads
+pages from disk until it reaches the head and only then goes live, so a long backlog never
+makes it fall behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from edge.api.problems import Refusal
+from edge.config.api import StreamLimits
+from edge.runtime import HallRuntime
+
+log = logging.getLogger(__name__)
+Envelope = dict[str, Any]
+Frame = tuple[int, bytes, str | None]  # seq, bytes, what it supersedes (None: nothing)
+BACKLOG_PAGE = 500
+KEEPALIVE = b": keep-alive\n\n"
+WAKE_SLICE = 32
+
+
+def frame(event: str, data: Any, eid: int | None = None) -> bytes:
+    head = f"id: {eid}\n" if eid is not None else ""
+    return (f"{head}event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+            ).encode()
+
+
+class StreamClient:
+    """A cursor into its stream's shared log of frames: offering an event costs nothing per
+    client; the client's pump takes what is after its cursor."""
+
+    def __init__(self, broadcast: Broadcast, limit: int, live: bool = True) -> None:
+        self.broadcast = broadcast
+        self.limit = limit
+        self.cursor = broadcast.count
+        self.wake = asyncio.Event()
+        self.cut = asyncio.Event()  # fell behind: disconnect
+        self.live = live  # False while a journal client catches up from the store
+
+    @property
+    def behind(self) -> int:
+        return self.broadcast.count - self.cursor if self.live else 0
+
+    def go_live(self) -> None:
+        self.cursor = self.broadcast.count
+        self.live = True
+
+    def check(self) -> bool:
+        """Cut when too far behind; True when there is something to take."""
+        behind = self.behind
+        if behind > self.limit and not self.cut.is_set():
+            self.cut.set()
+        return behind > 0 or self.cut.is_set()
+
+    def take(self) -> list[Frame]:
+        behind = self.behind
+        self.wake.clear()
+        if behind > self.limit:
+            self.cut.set()
+            return []
+        log = self.broadcast.log
+        items = [f for _, f in list(log)[len(log) - behind:]] if behind else []
+        self.cursor = self.broadcast.count
+        # A board frame supersedes the board frames before it: keep only the last of a kind.
+        last = {f[2]: n for n, f in enumerate(items) if f[2] is not None}
+        return [f for n, f in enumerate(items) if f[2] is None or last[f[2]] == n]
+
+
+class Broadcast:
+    """One stream's fan-out; `render` turns a committed event into frames (or none), once,
+    into a log every client reads from."""
+
+    def __init__(self, hub: StreamHub, name: str, render: Callable[[Envelope], list[Frame]]
+                 ) -> None:
+        self.hub = hub
+        self.name = name
+        self.render = render
+        self.clients: set[StreamClient] = set()
+        self.rendered = 0  # events rendered (once each, whatever the number of clients)
+        self.count = 0  # frames ever appended to the log
+        self.log: deque[tuple[int, Frame]] = deque(maxlen=hub.limits.client_queue)
+        self._unsubscribe: Callable[[], None] | None = None  # on the bus while clients are
+
+    def _on_event(self, env: Envelope) -> None:
+        frames = self.render(env)
+        self.rendered += 1
+        self.append(frames)
+
+    def append(self, frames: list[Frame]) -> None:
+        for f in frames:
+            self.count += 1
+            self.log.append((self.count, f))
+        if frames:
+            self.hub.flush_soon()
+
+    def join(self, live: bool = True) -> StreamClient:
+        self.hub.admit()
+        c = StreamClient(self, self.hub.limits.client_queue, live)
+        self.clients.add(c)
+        if self._unsubscribe is None:
+            self._unsubscribe = self.hub.rt.bus.subscribe(f"stream-{self.name}",
+                                                          self._on_event)
+        self.hub.started()
+        return c
+
+    def leave(self, c: StreamClient) -> None:
+        self.clients.discard(c)
+        if not self.clients and self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+
+class _QuietCut(logging.Filter):
+    """uvicorn logs an error when an app returns mid-response; for a cut client that is the
+    intended way to close its connection, so that one line is dropped (ours says why)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.pending and record.getMessage().startswith("ASGI callable returned without "
+                                                            "completing response"):
+            self.pending -= 1
+            return False
+        return True
+
+
+class StreamHub:
+    def __init__(self, rt: HallRuntime, limits: StreamLimits) -> None:
+        self.rt = rt
+        self.limits = limits
+        self.cuts = 0  # clients disconnected for falling behind
+        self.refused = 0  # clients refused at the cap
+        self._quiet = _QuietCut()
+        logging.getLogger("uvicorn.error").addFilter(self._quiet)
+        self._flush: asyncio.TimerHandle | None = None
+        self._keepalive: asyncio.Task[None] | None = None
+        self.board = Broadcast(self, "board", self._render_board)
+        self.journal = Broadcast(self, "journal",
+                                 lambda env: [(env["seq"], frame("event", env, env["seq"]),
+                                               None)])
+
+    @property
+    def clients(self) -> int:
+        return len(self.board.clients) + len(self.journal.clients)
+
+    def _all(self) -> list[StreamClient]:
+        return [*self.board.clients, *self.journal.clients]
+
+    def admit(self) -> None:
+        if self.clients >= self.limits.max_clients:
+            self.refused += 1
+            raise Refusal(503, "too-many-streams",
+                          f"this box serves at most {self.limits.max_clients} live streams; "
+                          "try again shortly", headers={"Retry-After": "5"})
+
+    def started(self) -> None:
+        if self._keepalive is None or self._keepalive.done():
+            self._keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
+
+    def flush_soon(self) -> None:
+        """Wake every client with frames once, a moment after the first of a burst."""
+        if self._flush is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # published outside the loop (tests driving the runtime)
+            self._wake_slice(self._all(), now=True)
+            return
+        self._flush = loop.call_later(self.limits.flush_ms / 1000, self._wake)
+
+    def _wake(self) -> None:
+        self._flush = None
+        self._wake_slice([c for c in self._all() if c.check()])
+
+    def _wake_slice(self, todo: list[StreamClient], now: bool = False) -> None:
+        """A slice of clients per loop iteration: requests (a ticket being taken) are served
+        between the slices instead of waiting behind a thousand writes."""
+        for c in todo if now else todo[:WAKE_SLICE]:
+            if c.check():
+                c.wake.set()
+        if not now and len(todo) > WAKE_SLICE:
+            asyncio.get_running_loop().call_soon(self._wake_slice, todo[WAKE_SLICE:])
+
+    async def _keep_alive(self) -> None:
+        """One timer for every client: a comment line now and then keeps proxies open."""
+        while self.clients:
+            await asyncio.sleep(self.limits.keepalive_s)
+            for b in (self.board, self.journal):
+                if b.clients:
+                    b.append([(0, KEEPALIVE, "keep-alive")])
+
+    def _render_board(self, env: Envelope) -> list[Frame]:
+        out: list[Frame] = []
+        if env["type"] in ("ticket.called", "ticket.recalled"):
+            d = env["data"]
+            out.append((env["seq"], frame("call", {"number": d["number"], "window": d["window"],
+                                                   "type": env["type"]}), None))
+        out.append((env["seq"], frame("board", self.rt.hall.board(), env["seq"]), "board"))
+        return out
+
+
+Backlog = Callable[[int], tuple[list[tuple[int, bytes]], bool]]
+
+
+class EventStream(Response):
+    """The ASGI response of one stream client.
+
+    `first`: frames to send before anything live (taken when the client joined).
+    `backlog(after)`: for a client that is not live yet, the next page of stored frames after
+    seq `after` and whether it reached the head (then the client goes live)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, client: StreamClient, first: list[bytes], *, after: int = 0,
+                 backlog: Backlog | None = None) -> None:
+        self.client = client
+        self.first = first
+        self.after = after
+        self.backlog = backlog
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        c = self.client
+        hub = c.broadcast.hub
+        pump = asyncio.create_task(self._pump(send))
+        gone = asyncio.create_task(self._disconnected(receive))
+        cut = asyncio.create_task(c.cut.wait())
+        try:
+            done, _ = await asyncio.wait({pump, gone, cut},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if cut in done and not pump.done():
+                # The pump ends itself with an overflow frame unless it is stuck on a socket
+                # nobody reads; give it a moment, then close the connection under it.
+                await asyncio.wait({pump, gone}, timeout=1.0,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            if c.cut.is_set():
+                hub.cuts += 1
+                log.info("%s stream client %s fell more than %d events behind; disconnected",
+                         c.broadcast.name, _peer(scope), c.limit)
+                if not pump.done():
+                    hub._quiet.pending += 1
+        finally:
+            for t in (pump, gone, cut):
+                t.cancel()
+            await asyncio.gather(pump, gone, cut, return_exceptions=True)
+            c.broadcast.leave(c)
+
+    async def _disconnected(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    async def _pump(self, send: Send) -> None:
+        c = self.client
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]})
+
+        async def out(data: bytes) -> None:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        for data in self.first:
+            await out(data)
+        sent = self.after
+        while not c.live and self.backlog is not None:
+            page, at_head = self.backlog(sent)
+            if page:
+                sent = page[-1][0]
+                await out(b"".join(d for _, d in page))
+            if at_head:
+                c.go_live()  # no await since the last read: nothing falls in between
+        while True:
+            if c.cut.is_set():
+                await out(frame("overflow", {"detail": f"fell more than {c.limit} events "
+                                             "behind; reconnect to resume"}))
+                break
+            batch = c.take()
+            # A journal client that caught up from the store may be offered an event it
+            # already read there: seq decides.
+            data = [d for s, d, _ in batch if s > sent or s == 0 or self.backlog is None]
+            if batch:
+                sent = max(sent, max(s for s, _, _ in batch))
+            if data:
+                await out(b"".join(data))
+            else:
+                await c.wake.wait()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _peer(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "?"

@@ -1,0 +1,194 @@
+"""Taking tickets (kiosk, desk), a ticket's state, cancel and reactivate, the queue's state."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Path as PathParam
+from pydantic import Field
+
+from edge.api.auth import OpenTo, Principal, Roles, check
+from edge.api.deps import ApiContext, Ctx
+from edge.api.limits import client_address
+from edge.api.problems import Refusal
+from edge.api.spec import refusals
+from edge.api.views import Body, ticket_view, window_view
+from edge.domain.errors import DomainError
+from edge.domain.model import DomainEvent, Priority, Source, Ticket
+from edge.domain.queue import Hall
+from edge.store import Store
+
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{8,64}")
+KEY_POINTER = "/header/Idempotency-Key"
+PRINT_WAIT_S = 3.0  # how long the kiosk response waits for the printer's verdict
+TicketRef = Annotated[str, PathParam(max_length=40)]
+Issue = Callable[[Hall], tuple[Ticket, list[DomainEvent]]]
+
+router = APIRouter(tags=["tickets"])
+RETRIED: dict[int | str, dict[str, Any]] = {200: {
+    "description": "A retry with a known Idempotency-Key: the ticket already issued",
+    "content": {"application/json": {"schema": {"type": "object"}}}}}
+
+
+class TicketRequest(Body):
+    service: str = Field(min_length=1, max_length=16)
+    priority: Literal["normal", "green"] = "normal"
+    source: Literal["kiosk", "desk"] = "kiosk"
+
+
+class ReasonRequest(Body):
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class ReactivateRequest(Body):
+    window: int | None = Field(default=None, ge=1, le=9999)
+
+
+async def idempotent(ctx: ApiContext, request: Request, issue: Issue) -> tuple[Ticket, bool]:
+    """Issue once per Idempotency-Key: a retry after a lost answer gets the same ticket; the
+    same key with another request (method, path, body) is refused."""
+    rt = ctx.rt
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return await rt.run(issue), True
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise Refusal(422, "bad-idempotency-key",
+                      "Idempotency-Key must be 8-64 of A-Z a-z 0-9 _ -", KEY_POINTER)
+    digest = hashlib.sha256(request.method.encode() + request.url.path.encode()
+                            + await request.body()).hexdigest()
+
+    def reuse(ticket_id: str, first: str | None) -> Ticket:
+        if first is not None and first != digest:
+            raise Refusal(422, "idempotency-key-reused", "this Idempotency-Key was used for "
+                          "another request; use a new key for a new request", KEY_POINTER)
+        try:
+            return rt.hall.ticket(ticket_id)
+        except DomainError as e:  # issued on an earlier day
+            raise Refusal(404, e.code, e.detail, KEY_POINTER) from None
+
+    pending = ctx.pending_keys
+    inflight = pending.get(key)
+    if inflight is not None:  # the same key is being issued right now: share its answer
+        first, fut = inflight
+        t = await asyncio.shield(fut)
+        return reuse(t.id, first), False
+    row = rt.store.idempotent_ticket(key)
+    if row is not None:
+        return reuse(*row), False
+    fut: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
+    pending[key] = (digest, fut)
+    try:
+        t, done = rt.submit(issue)
+    except BaseException as e:
+        pending.pop(key, None)
+        fut.set_exception(e)
+        fut.exception()  # retrieved: a lone failure is not "never retrieved"
+        raise
+    # Same group as the ticket: the key and its ticket are durable together.
+    rt.store.write(Store.remember_idempotency(key, t.id, rt.clock.now().isoformat(), digest))
+    try:
+        await done.done()
+    except BaseException as e:
+        fut.set_exception(e)
+        fut.exception()
+        raise
+    finally:
+        pending.pop(key, None)
+    fut.set_result(t)
+    return t, True
+
+
+async def issue_and_print(ctx: ApiContext, request: Request, response: Response,
+                          who: Principal | None, issue: Issue) -> dict[str, Any]:
+    """Issue on the kiosk's printer; the ticket stands whatever the printer says.
+
+    A retry with a known Idempotency-Key returns the ticket already issued (200) and prints
+    nothing again."""
+    desk = ctx.services.print_desk
+    kiosk = who.name if who and who.role == "kiosk" else None
+
+    def issue_at_kiosk(h: Hall) -> tuple[Ticket, list[DomainEvent]]:
+        t, events = issue(h)
+        if desk is not None:
+            desk.expect(t.id, kiosk)  # before its event is published: the right printer
+        return t, events
+
+    t, new = await idempotent(ctx, request, issue_at_kiosk)
+    view = ticket_view(ctx.rt.hall, t)
+    if not new:
+        response.status_code = 200
+        return view
+    if desk is not None:
+        notice = await desk.outcome(t.id, timeout=PRINT_WAIT_S)
+        if notice is not None:
+            view["printer"] = notice  # e.g. out of paper: "请拍照保存屏幕上的号码"
+    return view
+
+
+@router.post("/api/v1/tickets", status_code=201,
+             responses={**RETRIED, **refusals(401, 403, 404, 409, 422, 429)})
+async def take_ticket(body: TicketRequest, request: Request, response: Response, ctx: Ctx,
+                      who: Annotated[Principal | None,
+                                     Depends(OpenTo("kiosk", "staff", "manager"))]
+                      ) -> dict[str, Any]:
+    """Take a number. Anyone may take a normal kiosk ticket, a few per client address and
+    time ([api.tickets]; a paired kiosk is never limited); a green-channel ticket needs a
+    kiosk, staff or manager token, a desk ticket a staff or manager token."""
+    if body.priority != "normal" or body.source != "kiosk":
+        check(who, ("kiosk", "staff", "manager"))
+    if body.source == "desk":
+        check(who, ("staff", "manager"))
+    anonymous = who is None or who.role not in ("kiosk", "staff", "manager")
+    address = client_address(request.scope)
+    if anonymous:
+        ctx.guards.tickets.before(address)
+    out = await issue_and_print(
+        ctx, request, response, who,
+        lambda h: h.issue(body.service, Priority(body.priority), Source(body.source)))
+    if anonymous and response.status_code != 200:
+        ctx.guards.tickets.issued(address)
+    return out
+
+
+@router.get("/api/v1/tickets/{ticket}", responses=refusals(404),
+            dependencies=[Depends(Roles("kiosk", "staff", "manager", "central"))])
+async def get_ticket(ticket: TicketRef, ctx: Ctx) -> dict[str, Any]:
+    return ticket_view(ctx.rt.hall, ctx.rt.hall.ticket(ticket))
+
+
+@router.post("/api/v1/tickets/{ticket}/cancel", responses=refusals(404, 409),
+             dependencies=[Depends(Roles("manager"))])
+async def cancel(ticket: TicketRef, body: ReasonRequest, ctx: Ctx) -> dict[str, Any]:
+    await ctx.rt.run(lambda h: (None, h.cancel(ticket, body.reason)))
+    return ticket_view(ctx.rt.hall, ctx.rt.hall.ticket(ticket))
+
+
+@router.post("/api/v1/tickets/{ticket}/reactivate", responses=refusals(404, 409))
+async def reactivate(ticket: TicketRef, body: ReactivateRequest, ctx: Ctx,
+                     who: Annotated[Principal, Depends(Roles("staff", "manager"))]
+                     ) -> dict[str, Any]:
+    window = who.window if who.role == "staff" else body.window
+    await ctx.rt.run(lambda h: (None, h.reactivate(ticket, window)))
+    return ticket_view(ctx.rt.hall, ctx.rt.hall.ticket(ticket))
+
+
+@router.get("/api/v1/queue",
+            dependencies=[Depends(Roles("kiosk", "staff", "manager", "central"))])
+async def queue(ctx: Ctx) -> dict[str, Any]:
+    h = ctx.rt.hall
+    return {
+        "day": h.day,
+        "services": [{
+            "service": code, "name": s.name, "open": h.is_open(code),
+            "waiting": [ticket_view(h, t) for t in h.waiting(code)],
+            "est_wait_ms": h.estimate_wait_ms(code, len(h.waiting(code))),
+            "avg_service_ms": h.avg_service_ms(code), "issued": h.counters.get(code, 0),
+            "daily_cap": s.daily_cap, "open_windows": h.open_windows_for(code),
+        } for code, s in h.services.items()],
+        "windows": [window_view(h, n) for n in sorted(h.windows)],
+    }

@@ -1,0 +1,44 @@
+"""How tickets and windows look in API answers (shared by the routers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from edge.domain.model import Ticket
+from edge.domain.queue import Hall
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def ticket_view(hall: Hall, t: Ticket) -> dict[str, Any]:
+    waiting = hall.waiting(t.service)
+    ahead = sum(1 for x in waiting if hall._fifo_key(x) < hall._fifo_key(t)) \
+        if t in waiting else 0
+    return {
+        "id": t.id, "number": t.number, "service": t.service,
+        "service_name": hall.services[t.service].name, "priority": t.priority.value,
+        "source": t.source.value, "state": t.state.value,
+        "issued_at": hall.local(t.issued_at).isoformat(timespec="seconds"),
+        "window": t.window, "ahead": ahead,
+        "est_wait_ms": hall.estimate_wait_ms(t.service, ahead), "recalls": t.recalls,
+        "appointment": t.appointment, "transferred_from": t.transferred_from,
+        "transferred_to": t.transferred_to,
+    }
+
+
+def window_view(hall: Hall, n: int) -> dict[str, Any]:
+    w = hall.windows[n]
+    cur = hall.current_ticket(n)
+    nxt, rule = hall.pick_next(n) if w.staff and not w.paused and not cur else (None, "")
+    return {
+        "window": n, "name": hall.window_cfg[n].name, "staff": w.staff, "paused": w.paused,
+        "pause_reason": w.pause_reason, "current": ticket_view(hall, cur) if cur else None,
+        "services": [s.service for s in hall.window_cfg[n].services],
+        "waiting": sum(len(hall.waiting(s.service)) for s in hall.window_cfg[n].services),
+        "next": {"number": nxt.number, "rule": rule} if nxt else None,
+        "priority_streak": w.priority_streak,
+    }

@@ -1,0 +1,318 @@
+"""A hostile hall LAN: each finding of the hardening issue, refused cleanly (problem+json).
+
+Each test here fails against the box before the hardening: PINs could be guessed forever, an
+anonymous script could drain a service, bodies were parsed whole, bad seqs gave 500 ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import configparser
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+import websockets
+from fastapi.testclient import TestClient
+
+from edge.api.app import create_app
+from edge.api.serve import AcceptErrors, connection_cap, server_config
+from edge.assembly import HallServices
+from edge.runtime import HallRuntime
+from tests.supervision_fixtures import free_port, journal
+
+ROOT = Path(__file__).resolve().parents[1]
+MANAGER = {"authorization": "Bearer demo-manager-token"}
+KIOSK = {"authorization": "Bearer demo-kiosk-token"}
+LOCAL = "http://127.0.0.1"
+
+
+@pytest.fixture
+def client(runtime: HallRuntime) -> Iterator[TestClient]:
+    with TestClient(create_app(runtime), base_url=LOCAL) as c:
+        yield c
+
+
+def problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json", r.headers
+    body: dict[str, Any] = r.json()
+    assert body["type"] == f"urn:hallbox:problem:{code}" and body["detail"], body
+    return body
+
+
+def pin_login(c: TestClient, staff: str, pin: str, window: int = 1) -> httpx.Response:
+    return c.post("/api/v1/sessions", json={"staff_id": staff, "pin": pin, "window": window})
+
+
+# ---- staff PIN guessing ------------------------------------------------------------------
+def test_five_wrong_pins_lock_the_id_and_are_events(client: TestClient,
+                                                    runtime: HallRuntime) -> None:
+    for _ in range(5):
+        problem(pin_login(client, "S001", "Wrong#Pin"), 401, "unauthorized")
+    # now even the right PIN is refused until the lock ends
+    body = problem(pin_login(client, "S001", "8001"), 429, "staff-locked")
+    assert body["errors"][0]["pointer"] == "/body/staff_id"
+    failed = journal(runtime, "staff.login_failed")
+    assert [e["data"]["failures"] for e in failed] == [1, 2, 3, 4, 5]
+    assert failed[0]["data"] == {"staff": "S001", "known": True, "window": 1,
+                                 "address": "testclient", "failures": 1}
+    locked = journal(runtime, "staff.locked")
+    assert len(locked) == 1 and locked[0]["data"]["staff"] == "S001"
+    assert "Wrong#Pin" not in json.dumps(journal(runtime))  # never the PIN
+    runtime.clock.advance(minutes=16)  # type: ignore[attr-defined]
+    assert pin_login(client, "S001", "8001").status_code == 201
+
+
+def test_unknown_ids_are_checked_like_known_ones_and_lock_too(client: TestClient,
+                                                              runtime: HallRuntime) -> None:
+    guard = client.app.state.ctx.guards.logins  # type: ignore[attr-defined]
+    before = guard.checked
+    for _ in range(5):
+        problem(pin_login(client, "S999", "0000"), 401, "unauthorized")
+    # a hash was verified for the unknown id each time (a dummy one): same work, same time
+    assert guard.checked == before + 5
+    problem(pin_login(client, "S999", "0000"), 429, "staff-locked")
+    assert [e["data"]["known"] for e in journal(runtime, "staff.login_failed")] == [False] * 5
+
+
+def test_logins_per_address_are_rate_limited(client: TestClient) -> None:
+    for i in range(20):
+        assert pin_login(client, f"X{i:03d}", "0000").status_code == 401
+    r = pin_login(client, "S001", "8001")
+    problem(r, 429, "too-many-logins")
+    assert int(r.headers["retry-after"]) > 0
+
+
+def test_concurrent_pin_checks_are_bounded(runtime: HallRuntime) -> None:
+    app = create_app(runtime)
+    guard = app.state.ctx.guards.logins
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url=LOCAL) as c:
+            rs = await asyncio.gather(*(
+                c.post("/api/v1/sessions", json={"staff_id": f"S{i:03d}", "pin": "0000",
+                                                 "window": 1}) for i in range(1, 17)))
+        assert all(r.status_code == 401 for r in rs)
+
+    asyncio.run(scenario())
+    assert guard.checked == 16 and guard.most_checking <= runtime.config.api.logins.\
+        concurrent_checks
+
+
+# ---- tickets -----------------------------------------------------------------------------
+def test_anonymous_tickets_are_bounded_paired_kiosks_are_not(client: TestClient,
+                                                             runtime: HallRuntime) -> None:
+    for _ in range(6):
+        assert client.post("/api/v1/tickets", json={"service": "SHMS"}).status_code == 201
+    r = client.post("/api/v1/tickets", json={"service": "SHMS"})
+    problem(r, 429, "too-many-tickets")
+    assert int(r.headers["retry-after"]) > 0
+    issued = runtime.hall.counters["SHMS"]
+    # a kiosk the manager paired: its token in a header, never limited
+    problem(client.post("/api/v1/devices", json={"name": "kiosk-2", "kind": "kiosk"}),
+            401, "unauthorized")
+    r = client.post("/api/v1/devices", json={"name": "kiosk-2", "kind": "kiosk"},
+                    headers=MANAGER)
+    assert r.status_code == 201
+    paired = {"authorization": f"Bearer {r.json()['token']}"}
+    for _ in range(20):
+        assert client.post("/api/v1/tickets", json={"service": "SHMS"},
+                           headers=paired).status_code == 201
+    assert client.post("/api/v1/tickets", json={"service": "SHMS"},
+                       headers=KIOSK).status_code == 201
+    assert runtime.hall.counters["SHMS"] == issued + 21
+    assert journal(runtime, "device.paired")[0]["data"] == {
+        "device": "kiosk-2", "kind": "kiosk", "window": None, "by": "manager"}
+    # unpaired: the token is dead
+    assert client.delete("/api/v1/devices/kiosk-2", headers=MANAGER).status_code == 200
+    problem(client.post("/api/v1/tickets", json={"service": "SHMS", "priority": "green"},
+                        headers=paired), 401, "unauthorized")
+    # the clock moves on: the address may take tickets again
+    runtime.clock.advance(minutes=11)  # type: ignore[attr-defined]
+    assert client.post("/api/v1/tickets", json={"service": "SHMS"}).status_code == 201
+
+
+# ---- bodies, seqs, idempotency, tokens, hosts ---------------------------------------------
+def test_big_bodies_are_refused_before_parsing(client: TestClient,
+                                               runtime: HallRuntime) -> None:
+    big = b'{"service": "' + b"A" * (1 << 20) + b'"}'
+    problem(client.post("/api/v1/tickets", content=big,
+                        headers={"content-type": "application/json"}), 413, "too-large")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield b'{"service": "'
+        for _ in range(64):
+            yield b"A" * 4096
+        yield b'"}'
+
+    problem(client.post("/api/v1/tickets", content=chunks(),
+                        headers={"content-type": "application/json"}), 413, "too-large")
+    assert runtime.hall.tickets == {}
+
+
+def test_seqs_are_validated_strictly(client: TestClient, runtime: HallRuntime) -> None:
+    problem(client.get("/api/v1/events?after_seq=99999999999999999999", headers=MANAGER),
+            422, "validation")
+    problem(client.get("/api/v1/events/stream?after_seq=99999999999999999999",
+                       headers=MANAGER), 422, "validation")
+    head = runtime.store.head_seq
+    problem(client.get(f"/api/v1/events/stream?after_seq={head + 5}", headers=MANAGER),
+            422, "beyond-head")
+    for bad in ("²", "-1", "1e3", "abc", "9" * 30):
+        body = problem(client.get("/api/v1/events/stream", headers={
+            **MANAGER, "last-event-id": bad.encode("utf-8")}),  # type: ignore[dict-item]
+                       422, "bad-last-event-id")
+        assert body["errors"][0]["pointer"] == "/header/Last-Event-ID"
+    problem(client.get("/api/v1/events/stream",
+                       headers={**MANAGER, "last-event-id": str(head + 1)}),
+            422, "beyond-head")
+
+
+def test_idempotency_key_reused_with_another_body_is_refused(client: TestClient,
+                                                              runtime: HallRuntime) -> None:
+    key = {"idempotency-key": "kiosk1-reuse-001"}
+    first = client.post("/api/v1/tickets", json={"service": "SHMS"}, headers=key)
+    assert first.status_code == 201
+    assert client.post("/api/v1/tickets", json={"service": "SHMS"},
+                       headers=key).status_code == 200
+    head = runtime.store.head_seq
+    for body in ({"service": "SW"}, {"service": "SHMS", "priority": "green"}):
+        problem(client.post("/api/v1/tickets", json=body, headers={**key, **KIOSK}),
+                422, "idempotency-key-reused")
+    problem(client.post("/api/v1/appointments/APP-0001/check-in", headers={**key, **KIOSK}),
+            422, "idempotency-key-reused")
+    assert runtime.store.head_seq == head
+
+
+def test_query_tokens_only_on_event_streams(client: TestClient) -> None:
+    problem(client.get("/api/v1/events?token=demo-manager-token"), 401, "unauthorized")
+    problem(client.get("/api/v1/queue?token=demo-kiosk-token"), 401, "unauthorized")
+    with client.stream("GET", "/api/v1/events/stream?token=demo-manager-token") as r:
+        assert r.status_code == 200
+
+
+def test_unknown_host_names_are_refused(runtime: HallRuntime) -> None:
+    with TestClient(create_app(runtime), base_url="http://rebound.example") as c:
+        problem(c.get("/api/v1/board"), 421, "unknown-host")
+        assert c.get("/api/v1/board", headers={"host": "localhost:8080"}).status_code == 200
+        assert c.get("/api/v1/board", headers={"host": "[::1]:8080"}).status_code == 200
+
+
+# ---- serving: frames, connections, accept errors, the unit --------------------------------
+@asynccontextmanager
+async def served(rt: HallRuntime, services: HallServices | None = None) -> AsyncIterator[str]:
+    port = free_port()
+    server = uvicorn.Server(server_config(create_app(rt, services), rt.config.api, "127.0.0.1",
+                                          port))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def tablet_login(ws: Any, window: int, token: str) -> dict[str, Any]:
+    await ws.send(json.dumps({"type": "login", "window": window, "token": token}))
+    return json.loads(await asyncio.wait_for(ws.recv(), 10))
+
+
+def test_websocket_frames_over_the_limit_are_refused_by_the_server(
+        runtime: HallRuntime) -> None:
+    async def scenario() -> None:
+        async with served(runtime) as at:
+            async with websockets.connect(f"ws://{at}/ws/evaluator", max_size=None) as ws:
+                await ws.send("x" * (16 << 20))
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), 10)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+    asyncio.run(scenario())
+
+
+def test_evaluator_guesses_are_limited_across_connections(runtime: HallRuntime,
+                                                          services: HallServices) -> None:
+    async def scenario() -> None:
+        async with served(runtime, services) as at:
+            url = f"ws://{at}/ws/evaluator"
+            failures = 0
+            while failures < 10:  # three per connection, then it is closed: reconnect
+                async with websockets.connect(url) as ws:
+                    for _ in range(3):
+                        out = await tablet_login(ws, 2, f"guess-{failures}")
+                        assert out["code"] == "bad-token"
+                        failures += 1
+                        if failures == 10:
+                            break
+            async with websockets.connect(url) as ws:
+                out = await tablet_login(ws, 2, "demo-evaluator-2")  # even the right one
+                assert out["code"] == "too-many-failures"
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), 10)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+
+    asyncio.run(scenario())
+
+
+def test_one_live_connection_per_tablet_the_newest_wins(runtime: HallRuntime,
+                                                        services: HallServices) -> None:
+    async def scenario() -> None:
+        async with served(runtime, services) as at:
+            url = f"ws://{at}/ws/evaluator"
+            async with websockets.connect(url) as old:
+                assert (await tablet_login(old, 3, "demo-evaluator-3"))["type"] == "welcome"
+                async with websockets.connect(url) as new:
+                    assert (await tablet_login(new, 3, "demo-evaluator-3"))["type"] == \
+                        "welcome"
+                    with pytest.raises(websockets.ConnectionClosed) as closed:
+                        while True:
+                            await asyncio.wait_for(old.recv(), 10)
+                    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4409
+                    await new.send(json.dumps({"type": "ping"}))
+                    assert json.loads(await asyncio.wait_for(new.recv(), 10))["type"] == \
+                        "pong"
+
+    asyncio.run(scenario())
+
+
+def test_accept_errors_are_logged_once_with_the_recovery(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        guard = AcceptErrors(loop, probe_s=0.01)
+        for _ in range(1000):
+            loop.call_exception_handler({"message": "socket.accept() out of system resource",
+                                         "exception": OSError(24, "Too many open files")})
+        while guard.failing:
+            await asyncio.sleep(0.01)
+
+    with caplog.at_level(logging.INFO, logger="edge.api.serve"):
+        asyncio.run(scenario())
+    lines = [r.getMessage() for r in caplog.records if r.name == "edge.api.serve"]
+    assert len(lines) == 2
+    assert lines[0].startswith("cannot accept connections")
+    assert lines[1].startswith("accepting connections again (999 repeats")
+
+
+def test_connections_are_capped_below_the_file_limit(runtime: HallRuntime) -> None:
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    cap = connection_cap(runtime.config.api)
+    assert cap <= runtime.config.api.limits.max_connections and cap < soft
+    cfg = server_config(create_app(runtime), runtime.config.api, "127.0.0.1", 1)
+    assert cfg.limit_concurrency == cap
+    assert cfg.ws_max_size == runtime.config.api.limits.ws_max_bytes
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read(ROOT / "systemd" / "hallbox.service")
+    assert int(unit["Service"]["LimitNOFILE"]) > runtime.config.api.limits.max_connections
