@@ -76,11 +76,11 @@ async def until(cond: Any, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def pause_resume(rt: HallRuntime, n: int) -> None:
+def pause_resume(rt: HallRuntime, n: int, reason: str = "整理材料") -> None:
     """n board-changing events, committed back to back on the loop thread."""
     for _ in range(n):
         if not rt.hall.windows[1].paused:
-            rt.execute(lambda h: (None, h.pause(1, "整理材料", "S001")))
+            rt.execute(lambda h: (None, h.pause(1, reason, "S001")))
         else:
             rt.execute(lambda h: (None, h.resume(1, staff="S001")))
 
@@ -144,22 +144,42 @@ def test_each_event_is_rendered_once_for_all_clients(make_runtime: Any) -> None:
 
 
 def test_a_client_that_falls_behind_is_told_and_disconnected(make_runtime: Any) -> None:
-    """It reads, but more events came at once than its queue holds: `overflow`, then EOF."""
-    rt = make_runtime(client_queue=2, flush_ms=0)
+    """It reads too slowly: its socket stays full while more frames come than it may fall
+    behind. When it reads again it gets `overflow`, then the end of the stream."""
+    rt = make_runtime(client_queue=4, flush_ms=0)
     rt.execute(lambda h: (None, h.login("S001", 1)))
 
     async def scenario() -> None:
-        async with served(rt) as (base, hub), httpx.AsyncClient(base_url=base,
-                                                                timeout=10) as http:
-            async with http.stream("GET", "/api/v1/board/stream") as r:
-                seen: list[str] = []
-                async for event, _ in frames(r):
-                    seen.append(event)
-                    if len(seen) == 1:
-                        pause_resume(rt, 3)  # three frames at once, room for two
-                assert seen == ["board", "overflow"]  # and then the server ended the stream
-            assert hub.cuts == 1
+        loop = asyncio.get_running_loop()
+        async with served(rt) as (base, hub):
+            port = int(base.rsplit(":", 1)[1])
+            slow = socket.socket()
+            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+            slow.setblocking(False)
+            await loop.sock_connect(slow, ("127.0.0.1", port))
+            await loop.sock_sendall(slow, b"GET /api/v1/board/stream HTTP/1.1\r\n"
+                                          b"host: 127.0.0.1\r\n\r\n")
+            await until(lambda: hub.clients == 1)
+            client = next(iter(hub.board.clients))
+            for _ in range(5000):
+                pause_resume(rt, 1)
+                await asyncio.sleep(0)
+                if client.cut.is_set():
+                    break
+            assert client.cut.is_set(), "the slow client was never found behind"
+            got = b""  # now it reads, at once (before the box gives up on its socket)
+            while True:
+                chunk = await asyncio.wait_for(loop.sock_recv(slow, 1 << 16), 10)
+                if not chunk:
+                    break
+                got += chunk
+            slow.close()
+            events = [line.strip() for line in got.split(b"\n")
+                      if line.startswith(b"event: ")]
+            assert events[-1] == b"event: overflow" and events[0] == b"event: board"
+            assert got.endswith(b"0\r\n\r\n")  # the chunked stream was ended cleanly
             await until(lambda: hub.clients == 0)
+            assert hub.cuts == 1
 
     asyncio.run(scenario())
 
@@ -209,21 +229,40 @@ def test_a_client_that_does_not_read_is_cut_off(make_runtime: Any) -> None:
 
 
 def test_journal_stream_resumes_after_falling_behind(make_runtime: Any) -> None:
-    rt = make_runtime(client_queue=1, flush_ms=0)
+    rt = make_runtime(client_queue=4, flush_ms=0)
     rt.execute(lambda h: (None, h.login("S001", 1)))
 
     async def scenario() -> None:
-        async with served(rt) as (base, _hub), httpx.AsyncClient(base_url=base,
-                                                                 timeout=10) as http:
-            seqs: list[int] = []
-            async with http.stream("GET", "/api/v1/events/stream?after_seq=0",
-                                   headers=MANAGER) as r:
-                async for event, data in frames(r):
-                    if event == "overflow":
-                        break
-                    seqs.append(json.loads(data)["seq"])
-                    if seqs[-1] == rt.store.head_seq and len(seqs) < 10:
-                        pause_resume(rt, 3)  # more at once than the queue holds
+        loop = asyncio.get_running_loop()
+        async with served(rt) as (base, hub), httpx.AsyncClient(base_url=base,
+                                                                timeout=10) as http:
+            port = int(base.rsplit(":", 1)[1])
+            slow = socket.socket()
+            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+            slow.setblocking(False)
+            await loop.sock_connect(slow, ("127.0.0.1", port))
+            await loop.sock_sendall(slow, b"GET /api/v1/events/stream?after_seq=0 HTTP/1.1\r\n"
+                                          b"host: 127.0.0.1\r\n"
+                                          b"authorization: Bearer demo-manager-token\r\n\r\n")
+            await until(lambda: hub.clients == 1)
+            client = next(iter(hub.journal.clients))
+            await until(lambda: client.live)  # its backlog (from the store) fitted its socket
+            for _ in range(5000):
+                pause_resume(rt, 1, "整理材料" * 2000)  # big events fill its socket sooner
+                await asyncio.sleep(0)
+                if client.cut.is_set():
+                    break
+            assert client.cut.is_set()
+            got = b""
+            while True:
+                chunk = await asyncio.wait_for(loop.sock_recv(slow, 1 << 16), 10)
+                if not chunk:
+                    break
+                got += chunk
+            slow.close()
+            lines = [line.strip() for line in got.split(b"\n")]
+            assert [x for x in lines if x.startswith(b"event: ")][-1] == b"event: overflow"
+            seqs = [int(x[4:]) for x in lines if x.startswith(b"id: ")]
             assert seqs == list(range(1, len(seqs) + 1)) and seqs[-1] < rt.store.head_seq
             # EventSource reconnects with the last id it saw and gets the rest, in order.
             async with http.stream("GET", "/api/v1/events/stream",

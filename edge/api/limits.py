@@ -85,7 +85,13 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        for name, value in scope.get("headers", []):
+        headers = scope.get("headers", [])
+        if scope.get("method") in ("GET", "HEAD") and not any(
+                n in (b"content-length", b"transfer-encoding") for n, _ in headers):
+            # No body: nothing to count, and the streams' many writes pass unwrapped.
+            await self.app(scope, receive, send)
+            return
+        for name, value in headers:
             if name == b"content-length":
                 try:
                     length = int(value)

@@ -5,9 +5,10 @@
   nothing per client. A board frame supersedes the board frames before it (a board shows its
   latest state); call frames and journal frames are all sent.
 - Written in batches: clients are woken by one shared timer (`flush_ms` after the first event
-  of a burst), a slice of clients per loop iteration, so a burst costs each client one write
-  and requests are served between the slices.
-- Bounded: a client more than `client_queue` frames behind is told so (`event: overflow`) and
+  of a burst), a slice of clients at a time with a short pause between slices, so a burst
+  costs each client one write and requests (and the store's writer) run between the slices.
+- Bounded: a client whose socket stays full (it reads too slowly or not at all) while it
+  falls more than `client_queue` frames behind is told so (`event: overflow`) and
   disconnected; when its socket is not even being read, its connection is closed under it.
   EventSource reconnects; the journal stream resumes from Last-Event-ID.
 - Capped: at most `max_clients` over all streams; one more gets 503 problem+json.
@@ -38,7 +39,9 @@ Envelope = dict[str, Any]
 Frame = tuple[int, bytes, str | None]  # seq, bytes, what it supersedes (None: nothing)
 BACKLOG_PAGE = 500
 KEEPALIVE = b": keep-alive\n\n"
-WAKE_SLICE = 32
+WAKE_SLICE = 16
+LOG_FACTOR = 8
+SLICE_GAP_S = 0.001
 
 
 def frame(event: str, data: Any, eid: int | None = None) -> bytes:
@@ -58,6 +61,7 @@ class StreamClient:
         self.wake = asyncio.Event()
         self.cut = asyncio.Event()  # fell behind: disconnect
         self.live = live  # False while a journal client catches up from the store
+        self.waiting = False  # its pump waits for frames (it is not stuck writing)
 
     @property
     def behind(self) -> int:
@@ -68,17 +72,20 @@ class StreamClient:
         self.live = True
 
     def check(self) -> bool:
-        """Cut when too far behind; True when there is something to take."""
+        """At a flush: True when there is something to take. A client whose pump is still
+        writing the previous batch (its socket is full) and is more than `limit` frames
+        behind is cut; one that is waiting is never cut for frames the hub itself has not
+        handed it yet."""
         behind = self.behind
-        if behind > self.limit and not self.cut.is_set():
+        if not self.waiting and behind > self.limit and not self.cut.is_set():
             self.cut.set()
         return behind > 0 or self.cut.is_set()
 
     def take(self) -> list[Frame]:
         behind = self.behind
         self.wake.clear()
-        if behind > self.limit:
-            self.cut.set()
+        if behind > len(self.broadcast.log):
+            self.cut.set()  # frames it never got have left the log: it must resume
             return []
         log = self.broadcast.log
         items = [f for _, f in list(log)[len(log) - behind:]] if behind else []
@@ -100,7 +107,8 @@ class Broadcast:
         self.clients: set[StreamClient] = set()
         self.rendered = 0  # events rendered (once each, whatever the number of clients)
         self.count = 0  # frames ever appended to the log
-        self.log: deque[tuple[int, Frame]] = deque(maxlen=hub.limits.client_queue)
+        # Longer than a client may fall behind: a client the hub is slow to wake loses nothing.
+        self.log: deque[tuple[int, Frame]] = deque(maxlen=LOG_FACTOR * hub.limits.client_queue)
         self._unsubscribe: Callable[[], None] | None = None  # on the bus while clients are
 
     def _on_event(self, env: Envelope) -> None:
@@ -203,7 +211,11 @@ class StreamHub:
             if c.check():
                 c.wake.set()
         if not now and len(todo) > WAKE_SLICE:
-            asyncio.get_running_loop().call_soon(self._wake_slice, todo[WAKE_SLICE:])
+            # A short pause between slices, not call_soon: the loop goes idle and releases
+            # the GIL, so the store's writer thread commits a ticket without waiting out the
+            # interpreter's switch interval behind a thousand writes.
+            asyncio.get_running_loop().call_later(SLICE_GAP_S, self._wake_slice,
+                                                  todo[WAKE_SLICE:])
 
     async def _keep_alive(self) -> None:
         """One timer for every client: a comment line now and then keeps proxies open."""
@@ -308,7 +320,11 @@ class EventStream(Response):
             if data:
                 await out(b"".join(data))
             else:
-                await c.wake.wait()
+                c.waiting = True
+                try:
+                    await c.wake.wait()
+                finally:
+                    c.waiting = False
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
