@@ -13,13 +13,13 @@ from datetime import timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 
 from edge.api.limits import MAX_KEYS, RateWindow
 from edge.api.problems import Refusal
 from edge.config.api import ApiSection
 from edge.domain.model import DomainEvent
 from edge.events import rfc3339
+from edge.pins import pin_matches
 from edge.runtime import HallRuntime
 
 _ph = PasswordHasher()
@@ -28,8 +28,8 @@ _ph = PasswordHasher()
 class LoginGuard:
     """Per staff id: `max_failures` wrong PINs in a row lock it for `lock_minutes` (unknown ids
     too, so a lock tells nothing about which ids exist). Per client address: a rate. PIN checks
-    run in threads, at most `concurrent_checks` at once; an unknown id is checked against a
-    dummy hash so it takes as long as a known one."""
+    run one at a time on edge.pins' thread; an unknown id is checked against a dummy hash so
+    it takes as long as a known one."""
 
     def __init__(self, rt: HallRuntime, cfg: ApiSection) -> None:
         self.rt = rt
@@ -37,9 +37,8 @@ class LoginGuard:
         self.addresses = RateWindow(self.cfg.per_address_per_minute, 60, rt.clock)
         self.failures: OrderedDict[str, int] = OrderedDict()
         self.locked_until: dict[str, float] = {}
-        self._checks: asyncio.Semaphore | None = None
         self._dummy: str | None = None
-        self.checking = 0  # PIN checks running now (for tests and health)
+        self.checking = 0  # PIN checks asked for and not answered yet
         self.most_checking = 0
         self.checked = 0  # PIN checks done, the dummy ones for unknown ids included
 
@@ -60,21 +59,22 @@ class LoginGuard:
             del self.locked_until[staff_id]
 
     async def verify(self, pin_hash: str | None, pin: str) -> bool:
-        if self._checks is None:
-            self._checks = asyncio.Semaphore(self.cfg.concurrent_checks)
-        async with self._checks:
-            self.checking += 1
-            self.most_checking = max(self.most_checking, self.checking)
-            try:
-                if pin_hash is None:
-                    if self._dummy is None:
-                        self._dummy = await asyncio.to_thread(_ph.hash, secrets.token_hex(8))
-                    await asyncio.to_thread(_check, self._dummy, pin)
-                    return False
-                return await asyncio.to_thread(_check, pin_hash, pin)
-            finally:
-                self.checking -= 1
-                self.checked += 1
+        """On the process's one argon2 thread (edge.pins), so memory stays flat however many
+        try at once; an unknown id is checked against a dummy hash: the same work, the same
+        time."""
+        self.checking += 1
+        self.most_checking = max(self.most_checking, self.checking)
+        try:
+            if pin_hash is None:
+                if self._dummy is None:
+                    # once, off the loop
+                    self._dummy = await asyncio.to_thread(_ph.hash, secrets.token_hex(8))
+                await pin_matches(self._dummy, pin)
+                return False
+            return await pin_matches(pin_hash, pin)
+        finally:
+            self.checking -= 1
+            self.checked += 1
 
     async def failed(self, staff_id: str, known: bool, window: int, address: str) -> None:
         n = self.failures.pop(staff_id, 0) + 1
@@ -95,13 +95,6 @@ class LoginGuard:
 
     def succeeded(self, staff_id: str) -> None:
         self.failures.pop(staff_id, None)
-
-
-def _check(pin_hash: str, pin: str) -> bool:
-    try:
-        return bool(_ph.verify(pin_hash, pin))
-    except (VerificationError, InvalidHashError):
-        return False
 
 
 class TicketGuard:

@@ -37,8 +37,6 @@ class LoginLimits(Strict):
     lock_minutes: float = Field(default=15, gt=0, le=24 * 60)
     # Login attempts per client address per minute, right or wrong.
     per_address_per_minute: int = Field(default=20, ge=1, le=10_000)
-    # PIN checks at once; argon2 holds 64 MiB each, so this bounds the box's memory.
-    concurrent_checks: int = Field(default=2, ge=1, le=64)
 
 
 class TicketLimits(Strict):
