@@ -165,6 +165,7 @@ class StreamHub:
         self._quiet = _QuietCut()
         logging.getLogger("uvicorn.error").addFilter(self._quiet)
         self._flush: asyncio.TimerHandle | None = None
+        self._cut_logged_at = float("-inf")
         self._keepalive: asyncio.Task[None] | None = None
         self.board = Broadcast(self, "board", self._render_board)
         self.journal = Broadcast(self, "journal",
@@ -177,6 +178,16 @@ class StreamHub:
 
     def _all(self) -> list[StreamClient]:
         return [*self.board.clients, *self.journal.clients]
+
+    def cut_one(self, c: StreamClient, peer: str) -> None:
+        """Count a client disconnected for falling behind; log the first, then at most one
+        summary a minute (a hall of stuck displays must not flood the log)."""
+        self.cuts += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._cut_logged_at >= 60:
+            log.info("%s stream client %s fell more than %d frames behind; disconnected "
+                     "(%d clients so far)", c.broadcast.name, peer, c.limit, self.cuts)
+            self._cut_logged_at = now
 
     def admit(self) -> None:
         if self.clients >= self.limits.max_clients:
@@ -272,9 +283,7 @@ class EventStream(Response):
                 await asyncio.wait({pump, gone}, timeout=1.0,
                                    return_when=asyncio.FIRST_COMPLETED)
             if c.cut.is_set():
-                hub.cuts += 1
-                log.info("%s stream client %s fell more than %d events behind; disconnected",
-                         c.broadcast.name, _peer(scope), c.limit)
+                hub.cut_one(c, _peer(scope))
                 if not pump.done():
                     hub._quiet.pending += 1
         finally:
