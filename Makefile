@@ -3,6 +3,9 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := mosquitto mosquitto-clients ffmpeg chromium fonts-wqy-zenhei espeak-ng sox sqlite3 systemd udev python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base libfaketime
+# The pages' front-end libraries come from npm (make venv); Debian's nodejs brings node.
+APT_PACKAGES += nodejs
+UI     := kiosk_ui
 
 .PHONY: run test test-long bench lint sysdeps venv clean wheel install uninstall
 
@@ -27,7 +30,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
-venv: $(VENV)/.installed
+# The pages' front-end libraries (ECharts, Swagger UI) from npm at the lockfile's versions,
+# served by the box itself: nothing third-party is committed, no page needs a CDN.
+# --ignore-scripts: no install hooks run (swagger-ui-dist would phone home for analytics).
+$(UI)/node_modules/.installed: $(UI)/package.json $(UI)/package-lock.json
+	@command -v npm >/dev/null || { echo "installing npm"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+	cd $(UI) && SCARF_ANALYTICS=false npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+venv: $(VENV)/.installed $(UI)/node_modules/.installed
 
 run: venv
 	@echo "hallbox: http://127.0.0.1:8080  (demo credentials: config/DEMO-CREDENTIALS.md)"
@@ -65,4 +78,4 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) .make-sysdeps var .pytest_cache .hypothesis build dist
+	rm -rf $(VENV) .make-sysdeps var .pytest_cache .hypothesis build dist $(UI)/node_modules test-artifacts

@@ -18,6 +18,7 @@ from edge.api import (
     fingerprints,
     health,
     journal,
+    pages,
     problems,
     reports,
     spec,
@@ -39,7 +40,8 @@ ROUTERS = (tickets, appointments, windows, journal, health, evaluators, fingerpr
 
 def create_app(rt: HallRuntime, services: HallServices | None = None) -> FastAPI:
     services = services or HallServices()
-    app = FastAPI(title="hallbox", version="1", summary="A government service hall's box")
+    app = FastAPI(title="hallbox", version="1", summary="A government service hall's box",
+                  docs_url=None)  # pages: /docs from the box's own swagger-ui files
     problems.install(app)
     app.state.runtime = rt
     app.state.services = services
@@ -47,6 +49,7 @@ def create_app(rt: HallRuntime, services: HallServices | None = None) -> FastAPI
     for area in ROUTERS:
         app.include_router(area.router)
     spec.install(app, [area.router for area in ROUTERS])
+    pages.install(app, rt, services)  # the pages, their libraries, /docs offline, their reads
     api = rt.config.api
     # Added last is outermost: the Host check first, then the body limit, before any parsing.
     app.add_middleware(BodyLimit, max_bytes=api.limits.max_body_bytes)

@@ -1,0 +1,399 @@
+"""The pages people use (kiosk, staff console, hall board, evaluator tablet, manager dashboard),
+the front-end libraries they load from the box, `/docs` offline, and the few reads they need
+beyond the core API: the hall's layout, a ticket's QR code, a window's console state and
+stream, the hall board's stream with recent calls and notices, the dashboard and a ticket's
+timeline. Installed into the app with `pages.install(app, rt)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import io
+import json
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import qrcode
+import qrcode.image.svg
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import Path as PathParam
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+
+from edge.api.auth import Principal, require
+from edge.api.evaluator import _tablet_for_token
+from edge.domain import today
+from edge.domain.errors import DomainError
+from edge.domain.rating import LEVEL_NAMES, REASON_CHOICES, Level
+from edge.ratings import RATING_TYPES, RatingService
+from edge.runtime import HallRuntime
+
+UI_DIR = Path(__file__).resolve().parents[2] / "kiosk_ui"
+NODE = UI_DIR / "node_modules"
+# name in the URL -> folder of an npm package installed by the Makefile (never committed)
+# (echarts' dist carries its Chinese locale "ZH" built in)
+VENDOR = {"echarts": NODE / "echarts" / "dist", "swagger-ui": NODE / "swagger-ui-dist"}
+PAGES = {"/staff": "staff.html", "/board": "board.html", "/evaluator": "evaluator.html",
+         "/dashboard": "dashboard.html"}
+RECENT_CALLS = 8
+MAX_STREAMS = 200  # open page streams per box; each holds a queue and a subscription
+WindowNo = Annotated[int, PathParam(ge=1, le=9999)]
+TicketRef = Annotated[str, PathParam(min_length=1, max_length=40)]
+CALL_TYPES = ("ticket.called", "ticket.recalled")
+
+
+def install(app: FastAPI, rt: HallRuntime) -> None:
+    """Pages, vendor files, /docs (the app is created with docs_url=None) and the page API."""
+    for path, name in PAGES.items():
+        app.add_api_route(path, _page(name), include_in_schema=False, methods=["GET"])
+    for name, folder in VENDOR.items():
+        # check_dir=False: a box without `npm ci` still starts; the page reports what is missing.
+        app.mount(f"/vendor/{name}", StaticFiles(directory=folder, check_dir=False),
+                  name=f"vendor-{name}")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title="hallbox API",
+            swagger_js_url="/vendor/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/vendor/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/vendor/swagger-ui/favicon-32x32.png",
+            # No validator badge: it would call validator.swagger.io from an offline hall.
+            swagger_ui_parameters={"validatorUrl": None})
+
+    app.include_router(router(rt))
+
+
+def _page(name: str) -> Callable[[], Any]:
+    async def page() -> FileResponse:
+        return FileResponse(UI_DIR / name, headers={"Cache-Control": "no-cache"})
+
+    return page
+
+
+def frame(event: str, data: Any, eid: int | None = None) -> str:
+    head = f"id: {eid}\n" if eid is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+class BoardFeed:
+    """Recent calls (newest first) and the notice in force, kept from the event path."""
+
+    def __init__(self, rt: HallRuntime) -> None:
+        self.rt = rt
+        self.calls: deque[dict[str, Any]] = deque(maxlen=RECENT_CALLS)
+        self.notice: dict[str, Any] | None = None
+        for env in rt.store.events_after(_day_start(rt), 10**9,
+                                         [*CALL_TYPES, "display.message"]):
+            self.on_event(env)
+        rt.bus.subscribe("pages-board-feed", self.on_event)
+
+    def on_event(self, env: dict[str, Any]) -> None:
+        d = env["data"]
+        if env["type"] == "day.opened":
+            self.calls.clear()
+        elif env["type"] in CALL_TYPES:
+            call = {"number": d["number"], "window": d["window"],
+                    "window_name": _window_name(self.rt, d["window"]),
+                    "recall": env["type"] == "ticket.recalled", "seq": env["seq"],
+                    "at": env["ts"]}
+            for c in list(self.calls):
+                if c["number"] == call["number"]:
+                    self.calls.remove(c)
+            self.calls.appendleft(call)
+        elif env["type"] == "display.message" and d["target"] in ("main", "all"):
+            until = datetime.fromisoformat(env["ts"]) + timedelta(seconds=d["seconds"])
+            self.notice = {"text": d["text"], "until": until.isoformat()}
+
+    def view(self) -> dict[str, Any]:
+        notice = self.notice
+        if notice and datetime.fromisoformat(notice["until"]) <= self.rt.clock.now():
+            notice = self.notice = None
+        return {**self.rt.hall.board(), "calls": list(self.calls), "notice": notice}
+
+
+def _day_start(rt: HallRuntime) -> int:
+    row = rt.store.db.execute("SELECT max(seq) FROM journal WHERE type='day.opened'").fetchone()
+    return max(0, (row[0] or 1) - 1)
+
+
+def _window_name(rt: HallRuntime, n: int) -> str:
+    cfg = rt.hall.window_cfg.get(n)
+    return cfg.name if cfg else f"{n}号窗口"
+
+
+def _avatar_svg(name: str) -> str:
+    initial = html.escape(name[:1] or "?")
+    return ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 240 300">'
+            '<rect width="240" height="300" fill="#dbe6f5"/>'
+            '<circle cx="120" cy="110" r="58" fill="#9fb6d6"/>'
+            '<path d="M20 300c0-70 45-110 100-110s100 40 100 110z" fill="#9fb6d6"/>'
+            f'<text x="120" y="132" font-size="64" text-anchor="middle" fill="#fff" '
+            f'font-family="Noto Sans CJK SC, WenQuanYi Zen Hei, sans-serif">{initial}</text>'
+            '</svg>')
+
+
+def _qr_url(rt: HallRuntime) -> str:
+    dev = rt.config.devices
+    printers = dev.printers if dev else []
+    return printers[0].qr_url if printers else "https://zwfw.example.gov.cn/q/{ticket}"
+
+
+def router(rt: HallRuntime) -> APIRouter:
+    from edge.api.app import ticket_view, window_view  # the app imports this module first
+
+    api = APIRouter(tags=["pages"])
+    feeds: list[BoardFeed] = []
+
+    def feed() -> BoardFeed:
+        """Made on first use: a box nobody shows a board for keeps no extra subscriber."""
+        if not feeds:
+            feeds.append(BoardFeed(rt))
+        return feeds[0]
+    streams = {"open": 0}
+
+    def day_tickets() -> list[Any]:
+        return [t for t in rt.hall.tickets.values() if t.day == rt.hall.day]
+
+    def rating_events() -> list[dict[str, Any]]:
+        return rt.store.events_after(_day_start(rt), 10**9, RATING_TYPES)
+
+    @api.get("/api/v1/pages/hall")
+    async def hall_layout() -> dict[str, Any]:
+        """What the pages lay out: services, windows (and which have a fingerprint sensor),
+        the rating levels. Public: the board shows all of it anyway."""
+        dev = rt.config.devices
+        sensors = {f.window: f.id for f in (dev.fingerprints if dev else []) if f.window}
+        return {
+            "hall": rt.config.hall.name, "day": rt.hall.day,
+            "services": [{"service": c, "name": s.name, "prefix": s.prefix}
+                         for c, s in rt.hall.services.items()],
+            "windows": [{"window": w.number, "name": w.name,
+                         "services": [s.service for s in w.services],
+                         "fingerprint": sensors.get(w.number)} for w in rt.config.windows],
+            "levels": [{"level": lv.value, "name": LEVEL_NAMES[lv]} for lv in Level],
+            "reasons": list(REASON_CHOICES),
+        }
+
+    @api.get("/api/v1/tickets/{ticket}/qr.svg", response_class=Response,
+             responses={200: {"content": {"image/svg+xml": {}}}})
+    async def ticket_qr(ticket: TicketRef) -> Response:
+        """The QR code printed on the ticket, for the kiosk screen (and when paper is out)."""
+        t = rt.hall.ticket(ticket, "/path/ticket")
+        img = qrcode.make(_qr_url(rt).format(ticket=t.id),
+                          image_factory=qrcode.image.svg.SvgPathImage, box_size=10, border=2)
+        buf = io.BytesIO()
+        img.save(buf)
+        return Response(buf.getvalue(), media_type="image/svg+xml",
+                        headers={"Cache-Control": "max-age=86400"})
+
+    @api.get("/api/v1/pages/staff-photo/{staff_id}", response_class=Response,
+             responses={200: {"content": {"image/svg+xml": {}, "image/jpeg": {}}}})
+    async def staff_photo(staff_id: Annotated[str, PathParam(max_length=32)],
+                          request: Request) -> Response:
+        """The photo the tablet shows, for a tablet's token in the Authorization header (or a
+        staff or manager session); a drawn initial when the photo file is missing."""
+        auth = request.headers.get("authorization", "")
+        tablet = _tablet_for_token(rt, auth[7:].strip()) if auth.lower().startswith("bearer ") \
+            else None
+        if tablet is None:
+            require(request, rt, "staff", "manager")
+        s = rt.hall.staff.get(staff_id)
+        if s is None:
+            raise HTTPException(404, f"no staff member {staff_id}")
+        path = Path(rt.data_dir) / s.photo if s.photo else None
+        if path is not None and path.is_file():
+            return FileResponse(path, headers={"Cache-Control": "max-age=300"})
+        return Response(_avatar_svg(s.name), media_type="image/svg+xml")
+
+    # ---- staff console ---------------------------------------------------------------------
+    def console_for(request: Request, window: int) -> Principal:
+        who = require(request, rt, "staff", "manager")
+        if who.role == "staff" and who.window != window:
+            raise DomainError("forbidden", "not-your-window",
+                              f"your session is for window {who.window}, not {window}",
+                              "/path/window")
+        rt.hall._window(window)
+        return who
+
+    def console_view(window: int) -> dict[str, Any]:
+        h = rt.hall
+        w = window_view(h, window)
+        waiting = sorted((t for s in w["services"] for t in h.waiting(s)), key=h._fifo_key)
+        svc = RatingService.of(rt)
+        pending = svc.pending_for(window) if svc else None
+        staff = h.staff.get(w["staff"]) if w["staff"] else None
+        return {
+            "now": h.local().isoformat(timespec="seconds"),
+            "window": w, "staff_name": staff.name if staff else None,
+            "waiting": [ticket_view(h, t) for t in waiting[:50]], "waiting_total": len(waiting),
+            # today's no-shows at this window, newest first, for 恢复 (reactivate)
+            "no_shows": [ticket_view(h, t) for t in sorted(
+                (t for t in day_tickets() if t.window == window and t.state == "no_show"),
+                key=lambda t: t.no_show_at or t.issued_at, reverse=True)[:10]],
+            "today": today.window_counts(day_tickets(), window),
+            "ratings": today.rating_counts(rating_events(), window),
+            "rating_pending": {"ticket": pending.ticket, "number": pending.number}
+            if pending else None,
+            "transfer_to": [{"service": c, "name": s.name} for c, s in h.services.items()],
+        }
+
+    @api.get("/api/v1/windows/{window}/console")
+    async def console(window: WindowNo, request: Request) -> dict[str, Any]:
+        console_for(request, window)
+        return console_view(window)
+
+    async def stream(request: Request, initial: Callable[[], list[str]],
+                     render: Callable[[dict[str, Any]], str]) -> AsyncIterator[bytes]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+        lost = asyncio.Event()
+
+        def offer(env: dict[str, Any]) -> None:
+            try:
+                queue.put_nowait(env)
+            except asyncio.QueueFull:
+                lost.set()
+
+        unsubscribe = rt.bus.subscribe(f"pages-{id(queue)}", offer)
+        streams["open"] += 1
+        try:
+            for chunk in initial():
+                yield chunk.encode()
+            while not await request.is_disconnected():
+                if lost.is_set():
+                    return  # too slow a client: the page reconnects and starts afresh
+                try:
+                    env = await asyncio.wait_for(queue.get(), timeout=15)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                # Several events of one operation arrive together: one frame for them all.
+                batch = [env]
+                while not queue.empty():
+                    batch.append(queue.get_nowait())
+                out = "".join(render(e) for e in batch[:-1] if e["type"] in CALL_TYPES
+                              or e["type"] == "spotcheck.started") + render(batch[-1])
+                if out:
+                    yield out.encode()
+        finally:
+            streams["open"] -= 1
+            unsubscribe()
+
+    def sse(gen: AsyncIterator[bytes]) -> StreamingResponse:
+        return StreamingResponse(gen, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache",
+                                          "X-Accel-Buffering": "no"})
+
+    def bounded() -> None:
+        if streams["open"] >= MAX_STREAMS:
+            raise HTTPException(503, f"at most {MAX_STREAMS} page streams are open")
+
+    @api.get("/api/v1/windows/{window}/console/stream",
+             responses={200: {"content": {"text/event-stream": {}}}})
+    async def console_stream(window: WindowNo, request: Request) -> StreamingResponse:
+        """SSE for the window's console: `console` frames (as GET …/console) after every
+        change, and `spotcheck` when the central room orders a check of this window or its
+        staff member. EventSource sends no header: the session token comes as ?token=."""
+        who = console_for(request, window)
+        bounded()
+        services = set(window_view(rt.hall, window)["services"])
+
+        def concerns(env: dict[str, Any]) -> bool:
+            d = env["data"]
+            return d.get("window") == window or d.get("service") in services \
+                or env["type"] in ("day.opened", "ticket.issued", "ticket.transferred")
+
+        def render(env: dict[str, Any]) -> str:
+            d = env["data"]
+            if env["type"] == "spotcheck.started":
+                if d.get("window") == window or (d.get("staff") and d.get("staff") == who.name):
+                    return frame("spotcheck", {**d, "at": env["ts"]}, env["seq"])
+                return ""
+            if not concerns(env):
+                return ""
+            return frame("console", console_view(window), env["seq"])
+
+        return sse(stream(request, lambda: [frame("console", console_view(window))], render))
+
+    # ---- hall board ------------------------------------------------------------------------
+    @api.get("/api/v1/hall-board", tags=["pages"])
+    async def hall_board() -> dict[str, Any]:
+        """The board's view: windows, services, recent calls (newest first), the notice."""
+        rt.tick()
+        return feed().view()
+
+    @api.get("/api/v1/hall-board/stream",
+             responses={200: {"content": {"text/event-stream": {}}}})
+    async def hall_board_stream(request: Request) -> StreamingResponse:
+        """SSE: `board` frames (as GET /api/v1/hall-board) and a `call` frame before the board
+        frame of each call or recall, for the big display and the announcement."""
+        bounded()
+
+        def render(env: dict[str, Any]) -> str:
+            out = ""
+            if env["type"] in CALL_TYPES:
+                d = env["data"]
+                out = frame("call", {"number": d["number"], "window": d["window"],
+                                     "window_name": _window_name(rt, d["window"]),
+                                     "recall": env["type"] == "ticket.recalled"})
+            return out + frame("board", feed().view(), env["seq"])
+
+        return sse(stream(request, lambda: [frame("board", feed().view())], render))
+
+    # ---- manager dashboard -----------------------------------------------------------------
+    @api.get("/api/v1/dashboard")
+    async def dashboard(request: Request) -> dict[str, Any]:
+        """Windows, device health, today's figures and charts' data, for the manager."""
+        require(request, rt, "manager", "central")
+        h = rt.hall
+        tickets = day_tickets()
+        windows = []
+        for n in sorted(h.windows):
+            w = window_view(h, n)
+            ws = h.windows[n]
+            since = today.idle_since(tickets, n, ws.logged_in_at) \
+                if ws.staff and not w["current"] else None
+            staff = h.staff.get(ws.staff) if ws.staff else None
+            windows.append({
+                "window": n, "name": w["name"], "staff": ws.staff,
+                "staff_name": staff.name if staff else None, "paused": ws.paused,
+                "pause_reason": ws.pause_reason, "waiting": w["waiting"],
+                "current": {"number": w["current"]["number"], "state": w["current"]["state"]}
+                if w["current"] else None,
+                "idle_since": h.local(since).isoformat(timespec="seconds") if since else None,
+            })
+        names = {c: s.name for c, s in h.services.items()}
+        return {
+            "hall": rt.config.hall.name, "day": h.day,
+            "now": h.local().isoformat(timespec="seconds"),
+            "windows": windows, "devices": rt.health.snapshot(),
+            "today": today.ticket_counts(tickets),
+            "ratings": today.rating_counts(rating_events()),
+            "by_hour": today.by_hour(tickets, h.local().tzinfo),  # type: ignore[arg-type]
+            "by_service": today.by_service(tickets, names),
+            "reports": [{"title": "月度考勤汇总", "href": "/api/v1/reports/attendance?month="}]
+            if any(getattr(r, "path", "") == "/api/v1/reports/attendance"
+                   for r in request.app.routes) else [],
+        }
+
+    @api.get("/api/v1/tickets/{ticket}/timeline")
+    async def timeline(ticket: TicketRef, request: Request) -> dict[str, Any]:
+        """Every journal event of a ticket (by id or today's number), oldest first; a transfer
+        links the ticket before and after it."""
+        require(request, rt, "manager", "central")
+        t = rt.hall.ticket(ticket.strip().upper(), "/path/ticket")
+        ids = {t.id}
+        if t.transferred_from:
+            ids.add(t.transferred_from)
+        if t.transferred_to:
+            ids.add(t.transferred_to)
+        events = [e for e in rt.store.events_after(_day_start(rt), 10**9)
+                  if e["data"].get("ticket") in ids or e["data"].get("to_ticket") in ids]
+        return {"ticket": ticket_view(rt.hall, t), "events": events}
+
+    return api

@@ -1,0 +1,286 @@
+"""The pages in real Chromium (Debian's, through Playwright) against a real box with simulated
+devices, opened at a non-secure origin as on a hall LAN (http://hall.test:PORT). Every test
+fails on a request leaving the box or a console error. Screenshots: test-artifacts/pages/."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.pages_box import CHROMIUM, CHROMIUM_ARGS, PageBox, Watch
+
+pw = pytest.importorskip("playwright.sync_api")
+if not os.path.exists(CHROMIUM):
+    pytest.skip("Debian's chromium is not installed (make test installs it)",
+                allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "test-artifacts" / "pages"
+KIOSK_TOKEN = "demo-kiosk-token"
+MANAGER_TOKEN = "demo-manager-token"
+DOWN = (r"net::ERR_|WebSocket connection to .* failed|status of 50\d|"
+        r"ERR_INCOMPLETE_CHUNKED_ENCODING")
+expect = pw.expect
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Iterator[PageBox]:
+    b = PageBox(tmp_path).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def watch(box: PageBox) -> Iterator[Watch]:
+    w = Watch(box.port)
+    yield w
+    w.check()
+
+
+def open_page(chromium: Any, watch: Watch, box: PageBox, path: str, width: int, height: int,
+              storage: dict[str, Any] | None = None) -> Any:
+    ctx = chromium.new_context(viewport={"width": width, "height": height}, locale="zh-CN",
+                               timezone_id="Asia/Shanghai")
+    if storage:
+        # A device paired earlier: what its page keeps in localStorage.
+        import json
+
+        script = "".join(f"localStorage.setItem({json.dumps('hallbox.' + k)}, "
+                         f"{json.dumps(json.dumps(v))});" for k, v in storage.items())
+        ctx.add_init_script(script)
+    # The page's clock shows the box's (fake) day, as on a real box where both agree.
+    ctx.clock.install(time=box.clock.now())
+    page = ctx.new_page()
+    page.set_default_timeout(15_000)
+    watch.attach(page)
+    page.goto(box.base + path)
+    return page
+
+
+def shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def api(box: PageBox) -> httpx.Client:
+    return httpx.Client(base_url=f"http://127.0.0.1:{box.port}", timeout=10)
+
+
+def staff_login(page: Any, window: int, staff: str, pin: str) -> None:
+    page.select_option("#window", str(window))
+    page.fill("#staff", staff)
+    page.fill("#pin", pin)
+    page.click("#loginBtn")
+
+
+def test_journey_kiosk_staff_board_evaluator_dashboard(box: PageBox, chromium: Any,
+                                                       watch: Watch) -> None:
+    dash = open_page(chromium, watch, box, "/dashboard", 1600, 1000)
+    dash.fill("#token", MANAGER_TOKEN)
+    dash.click("#loginBtn")
+    expect(dash.locator("#satisfaction")).to_have_text("—")
+
+    board = open_page(chromium, watch, box, "/board", 1920, 1080)
+    expect(board.locator("#latestNumber")).to_have_text("欢迎光临")
+
+    # Kiosk: pair it (hold the hall name), then take a ticket with a touch.
+    kiosk = open_page(chromium, watch, box, "/", 1920, 1080)
+    expect(kiosk.locator(".svc")).to_have_count(7)
+    hall = kiosk.locator("#hall").bounding_box()
+    kiosk.mouse.move(hall["x"] + 20, hall["y"] + 10)
+    kiosk.mouse.down()
+    kiosk.wait_for_timeout(3300)
+    kiosk.mouse.up()
+    kiosk.fill("#pair-token", KIOSK_TOKEN)
+    kiosk.click("#pair-go")
+    expect(kiosk.locator("#device")).to_have_text("取号机 kiosk-1")
+    shot(kiosk, "kiosk")
+    kiosk.click(".svc[data-service=SHMS]")
+    expect(kiosk.locator("#ticket-number")).to_have_text("A001")
+    expect(kiosk.locator("#ticket")).to_contain_text("号票正在打印")
+    expect(kiosk.locator("#ticket img")).to_have_js_property("complete", True)
+    assert kiosk.locator("#ticket img").evaluate("i => i.naturalWidth") > 0
+    shot(kiosk, "kiosk-ticket")
+    # More of the day, for the board's queue and the dashboard's charts.
+    with api(box) as c:
+        for svc in ("SHMS", "ZCDJ", "ZCDJ", "GA", "RS"):
+            assert c.post("/api/v1/tickets", json={"service": svc}).status_code == 201
+    box.advance(minutes=7)
+
+    staff = open_page(chromium, watch, box, "/staff", 1366, 768)
+    staff_login(staff, 1, "S001", "8001")
+    expect(staff.locator("#who")).to_contain_text("王芳")
+    expect(staff.locator("#waiting")).to_contain_text("A001")
+    staff.keyboard.press("n")  # 呼叫下一位
+    expect(staff.locator("#curNumber")).to_have_text("A001")
+    expect(staff.locator("#toast")).to_have_text("已呼叫 A001")
+
+    expect(board.locator("#latestNumber")).to_have_text("A001")
+    expect(board.locator("#latestWhere")).to_contain_text("社会民生 1号窗")
+    shot(board, "board")
+
+    tablet = open_page(chromium, watch, box, "/evaluator", 1280, 800)
+    expect(tablet.locator("#pair")).to_be_visible()
+    assert "token" not in tablet.url
+    tablet.fill("#pairWindow", "1")
+    tablet.fill("#pairToken", "demo-evaluator-1")
+    tablet.click("#pairGo")
+    expect(tablet.locator("#staffName")).to_have_text("王芳")
+    assert "demo-evaluator-1" not in tablet.url
+    shot(tablet, "evaluator-idle")
+
+    staff.keyboard.press("s")  # 开始办理
+    expect(staff.locator("#state")).to_have_text("办理中")
+    shot(staff, "staff")
+    box.advance(minutes=4)
+    staff.keyboard.press("f")  # 办结: the box asks the tablet for a rating by itself
+    expect(staff.locator("#toast")).to_have_text("A001 已办结")
+    expect(tablet.locator("#rateNumber")).to_have_text("A001")
+    shot(tablet, "evaluator-rate")
+    # Asking again is refused; the console says why, in Chinese.
+    with watch.tolerate(r"status of 409"):
+        staff.keyboard.press("e")
+        expect(staff.locator("#toast")).to_have_text("已请求评价，请等待办事人评价")
+    expect(staff.locator("#toast")).to_have_class("bad")
+
+    tablet.click("[data-level=dissatisfied]")
+    expect(tablet.locator("#reasons")).to_be_visible()
+    expect(tablet.locator("#reasonList button")).not_to_have_count(0)
+    shot(tablet, "evaluator-reasons")
+    tablet.click("#reasonBack")
+    tablet.click("[data-level=satisfied]")
+    expect(tablet.locator("#thanksSub")).to_have_text("您的评价：满意")
+    expect(tablet.locator("#staffName")).to_have_text("王芳", timeout=10_000)  # back to idle
+
+    # The dashboard follows the journal: the rating moves its satisfaction figure.
+    expect(dash.locator("#satisfaction")).to_have_text("100%")
+    expect(dash.locator("#kpi")).to_contain_text("约7分钟")
+    expect(dash.locator("#windows")).to_contain_text("王芳")
+    dash.fill("#q", "A001")
+    dash.click("#qBtn")
+    for step in ("取号", "叫号", "开始办理", "办结", "请求评价", "评价"):
+        expect(dash.locator("#timeline")).to_contain_text(step)
+    expect(dash.locator("#chartHour canvas")).to_have_count(1)
+    shot(dash, "dashboard")
+    assert box.hall is not None
+    assert [e["data"]["level"] for e in box.hall.events("rating.submitted")] == ["satisfied"]
+
+
+def test_refusals_show_their_message(box: PageBox, chromium: Any, watch: Watch) -> None:
+    staff = open_page(chromium, watch, box, "/staff", 1366, 768)
+    with watch.tolerate(r"status of 401"):
+        staff_login(staff, 2, "S002", "0000")
+        expect(staff.locator("#loginMsg")).to_have_text("工号或密码错误")
+    staff_login(staff, 2, "S002", "8002")
+    expect(staff.locator("#who")).to_contain_text("李娜")
+    with watch.tolerate(r"status of 409"):
+        staff.click("[data-act=recall]")
+        expect(staff.locator("#toast")).to_have_text("当前没有正在呼叫或办理的号码")
+    staff.keyboard.press("n")
+    expect(staff.locator("#toast")).to_have_text("当前没有等候的号码")
+    # Pause with a reason, then calling is refused until resumed.
+    staff.keyboard.press("p")
+    staff.click("#chooser button:has-text('午间休息')")
+    staff.click("#choice-ok")
+    expect(staff.locator("#state")).to_have_text("暂停服务（午间休息）")
+    with watch.tolerate(r"status of 409"):
+        staff.keyboard.press("n")
+        expect(staff.locator("#toast")).to_have_text("窗口暂停服务中，请先恢复")
+    shot(staff, "staff-refused")
+
+    kiosk = open_page(chromium, watch, box, "/", 1920, 1080, {"kiosk.token": KIOSK_TOKEN})
+    kiosk.click("#checkinBtn")
+    for ch in "NOPE42":
+        kiosk.click(f".keys button:text-is('{ch}')")
+    with watch.tolerate(r"status of 404"):
+        kiosk.click("#checkin-go")
+        expect(kiosk.locator("#checkin-error")).to_have_text("预约码不存在，请核对后重新输入")
+    shot(kiosk, "kiosk-checkin-refused")
+
+
+def test_kiosk_paper_out_says_photograph(box: PageBox, chromium: Any, watch: Watch) -> None:
+    box.call(lambda h: setattr(h.printer, "paper_end", True))
+    kiosk = open_page(chromium, watch, box, "/", 1920, 1080, {"kiosk.token": KIOSK_TOKEN})
+    kiosk.click(".svc[data-service=GA]")
+    expect(kiosk.locator("#ticket-number")).to_have_text("E001")
+    expect(kiosk.locator("#printer-notice")).to_contain_text("请拍照保存屏幕上的号码")
+    shot(kiosk, "kiosk-paper-out")
+    assert box.hall is not None and box.hall.printer.tickets == []
+    # 适老化 one touch away: larger, fewer choices.
+    kiosk.click("#overlay .done")
+    kiosk.click("#modeBtn")
+    expect(kiosk.locator("body")).to_have_class("elder")
+    expect(kiosk.locator("#checkinBtn")).to_be_hidden()
+    shot(kiosk, "kiosk-elder")
+
+
+def test_pages_recover_after_box_restart(box: PageBox, chromium: Any, watch: Watch) -> None:
+    kiosk = open_page(chromium, watch, box, "/", 1920, 1080)
+    board = open_page(chromium, watch, box, "/board", 1920, 1080)
+    staff = open_page(chromium, watch, box, "/staff", 1366, 768)
+    staff_login(staff, 3, "S003", "8003")
+    expect(staff.locator("#who")).to_contain_text("张伟")
+    tablet = open_page(chromium, watch, box, "/evaluator", 1280, 800,
+                       {"evaluator": {"window": 3, "token": "demo-evaluator-3"}})
+    expect(tablet.locator("#staffName")).to_have_text("张伟")
+    dash = open_page(chromium, watch, box, "/dashboard", 1600, 1000,
+                     {"dashboard.token": MANAGER_TOKEN})
+    expect(dash.locator("#kpi")).to_contain_text("今日取号0")
+
+    with watch.tolerate(DOWN):
+        box.restart(downtime=1.5)
+        with api(box) as c:
+            t = c.post("/api/v1/tickets", json={"service": "ZCDJ"}).json()
+        assert t["number"] == "B001"
+        # Each page reconnects by itself and shows what happened after the restart.
+        expect(kiosk.locator(".svc[data-service=ZCDJ] .meta b")).to_have_text("1", timeout=40_000)
+        expect(dash.locator("#kpi")).to_contain_text("今日取号1", timeout=40_000)
+        expect(staff.locator("#waiting")).to_contain_text("B001", timeout=40_000)
+        expect(staff.locator("#offline")).to_be_hidden()
+        staff.keyboard.press("n")
+        expect(staff.locator("#curNumber")).to_have_text("B001")
+        expect(board.locator("#latestNumber")).to_have_text("B001", timeout=40_000)
+        staff.keyboard.press("s")
+        expect(staff.locator("#state")).to_have_text("办理中")
+        staff.keyboard.press("f")
+        expect(tablet.locator("#rateNumber")).to_have_text("B001", timeout=40_000)
+        tablet.click("[data-level=very_satisfied]")
+        expect(dash.locator("#satisfaction")).to_have_text("100%", timeout=40_000)
+    for page in (kiosk, board, staff, tablet, dash):
+        expect(page.locator("#offline")).to_be_hidden()
+
+
+def test_docs_offline(box: PageBox, chromium: Any, watch: Watch) -> None:
+    page = open_page(chromium, watch, box, "/docs", 1400, 900)
+    expect(page.locator(".swagger-ui .title")).to_contain_text("hallbox")
+    expect(page.locator(".opblock-tag-section").first).to_be_visible()
+    time.sleep(0.5)  # anything it would fetch from outside shows up in the watch
+    shot(page, "docs")
+
+
+def test_no_page_uses_randomuuid_or_a_cdn() -> None:
+    """crypto.randomUUID exists only on secure origins; a hall opens http://<LAN address>."""
+    ui = ROOT / "kiosk_ui"
+    pages = [*ui.glob("*.html"), *ui.glob("*.js"), *ui.glob("*.css")]
+    assert len(pages) >= 7
+    for f in pages:
+        text = f.read_text(encoding="utf-8")
+        assert "randomUUID(" not in text, f
+        urls = [u for u in re.findall(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}[/\w.-]*", text)
+                if u != "http://www.w3.org/2000/svg"]
+        assert urls == [], (f, urls)
