@@ -42,9 +42,13 @@ $(UI)/node_modules/.installed: $(UI)/package.json $(UI)/package-lock.json
 
 venv: $(VENV)/.installed $(UI)/node_modules/.installed
 
+# The pages are meant for the hall's LAN (kiosks, boards, tablets): listen on every address;
+# `make run HOST=127.0.0.1` keeps the demo on this machine.
+HOST ?= 0.0.0.0
+
 run: venv
-	@echo "hallbox: http://127.0.0.1:8080  (demo credentials: config/DEMO-CREDENTIALS.md)"
-	$(VENV)/bin/hallbox run --config config/hall.example.toml --sim --ignore-hours
+	@echo "hallbox: http://127.0.0.1:8080  (pages: / /staff /board /evaluator /dashboard /docs; demo credentials: config/DEMO-CREDENTIALS.md)"
+	$(VENV)/bin/hallbox run --config config/hall.example.toml --sim --ignore-hours --host $(HOST)
 
 test: sysdeps venv
 	$(VENV)/bin/ruff check .

@@ -73,8 +73,11 @@ async def _serve(args: argparse.Namespace, cfg: HallConfig, data: Path) -> None:
     port = args.port or cfg.api.port
     # issue 13: the daily backup, supervised like every component.
     box.components += service.backup_components(box.runtime)
-    # issue 9: frame size, connection cap and accept errors (edge.api.serve)
-    server = uvicorn.Server(server_config(box.app, cfg.api, host, port))
+    # issue 9: frame size, connection cap and accept errors (edge.api.serve). Pages keep event
+    # streams open (boards, consoles): without a bound, a stop would wait for every screen in
+    # the hall to disconnect.
+    server = uvicorn.Server(server_config(box.app, cfg.api, host, port,
+                                          timeout_graceful_shutdown=3))
     AcceptErrors(asyncio.get_running_loop())
 
     async def announce() -> None:

@@ -166,4 +166,6 @@ class Watch:
 
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 f"--host-resolver-rules=MAP {HOST} 127.0.0.1"]
+                 f"--host-resolver-rules=MAP {HOST} 127.0.0.1",
+                 # as a hall board's browser is set up: it plays announcements unattended
+                 "--autoplay-policy=no-user-gesture-required"]

@@ -213,6 +213,77 @@ def test_refusals_show_their_message(box: PageBox, chromium: Any, watch: Watch) 
     shot(kiosk, "kiosk-checkin-refused")
 
 
+def test_staff_console_actions_and_spot_check(box: PageBox, chromium: Any,
+                                              watch: Watch) -> None:
+    from edge.domain.model import DomainEvent
+
+    with api(box) as c:
+        for _ in range(3):
+            assert c.post("/api/v1/tickets", json={"service": "ZCDJ"}).status_code == 201
+    staff = open_page(chromium, watch, box, "/staff", 1366, 768)
+    staff_login(staff, 4, "S004", "8004")
+    expect(staff.locator("#waitingTotal")).to_have_text("3 人")
+    # Out of order, with a reason for the journal.
+    staff.locator("#waiting tr", has_text="B003").locator("button").click()
+    staff.click("#chooser button:has-text('材料补正后回办')")
+    staff.click("#choice-ok")
+    expect(staff.locator("#curNumber")).to_have_text("B003")
+    staff.keyboard.press("x")  # 未到
+    expect(staff.locator("#noshows")).to_contain_text("B003")
+    staff.locator("#noshows tr", has_text="B003").locator("button").click()  # 恢复排队
+    expect(staff.locator("#waiting")).to_contain_text("B003")
+    staff.keyboard.press("n")  # a reactivated ticket goes first
+    expect(staff.locator("#curNumber")).to_have_text("B003")
+    staff.keyboard.press("s")
+    expect(staff.locator("#state")).to_have_text("办理中")
+    staff.keyboard.press("f")
+    expect(staff.locator("#curNumber")).to_have_text("无")
+    staff.keyboard.press("n")
+    expect(staff.locator("#curNumber")).to_have_text("B001")
+    staff.keyboard.press("r")
+    expect(staff.locator("#curInfo")).to_contain_text("已重呼 1 次")
+    staff.keyboard.press("s")
+    expect(staff.locator("#state")).to_have_text("办理中")
+    staff.keyboard.press("t")  # 转移 to 经营许可
+    staff.click("#chooser button:has-text('经营许可')")
+    staff.click("#choice-ok")
+    expect(staff.locator("#toast")).to_have_text("已转移，新号码 C001")
+    expect(staff.locator("#curNumber")).to_have_text("无")
+    assert box.hall is not None
+    called = box.hall.events("ticket.called")
+    assert called[0]["data"]["number"] == "B003"
+    assert called[0]["data"]["reason"] == "材料补正后回办"
+    # The central room orders a spot check of this window: the console says so at once.
+    box.call(lambda h: h.rt.emit([DomainEvent("spotcheck.started", {
+        "command_id": "c-2", "window": 4, "note": "上午例行抽查"})]))
+    expect(staff.locator("#spotcheck")).to_contain_text("电子监察室随机抽查")
+    expect(staff.locator("#spotcheck")).to_contain_text("上午例行抽查")
+    shot(staff, "staff-spotcheck")
+    staff.click("#spotcheck button:has-text('知道了')")
+    expect(staff.locator("#spotcheck")).to_have_count(0)
+    # Today's counts for this window follow.
+    expect(staff.locator("#counts")).to_contain_text("2已叫号")
+    expect(staff.locator("#counts")).to_contain_text("1已办结")
+
+
+def test_kiosk_appointment_check_in(box: PageBox, chromium: Any, watch: Watch) -> None:
+    with api(box) as c:
+        r = c.post("/api/v1/appointments", headers={"authorization": "Bearer demo-central-token"},
+                   json={"code": "YY2026", "service": "JYXK",
+                         "slot_start": "2026-11-23T09:00:00+08:00",
+                         "slot_end": "2026-11-23T09:30:00+08:00"})
+        assert r.status_code == 201, r.text
+    kiosk = open_page(chromium, watch, box, "/", 1920, 1080, {"kiosk.token": KIOSK_TOKEN})
+    kiosk.click("#checkinBtn")
+    for ch in "YY2026":
+        kiosk.click(f".keys button:text-is('{ch}')")
+    expect(kiosk.locator("#checkin-code")).to_have_text("YY2026")
+    shot(kiosk, "kiosk-checkin")
+    kiosk.click("#checkin-go")
+    expect(kiosk.locator("#ticket h2")).to_have_text("预约签到成功")
+    expect(kiosk.locator("#ticket-number")).to_have_text("C001")
+
+
 def test_kiosk_paper_out_says_photograph(box: PageBox, chromium: Any, watch: Watch) -> None:
     box.call(lambda h: setattr(h.printer, "paper_end", True))
     kiosk = open_page(chromium, watch, box, "/", 1920, 1080, {"kiosk.token": KIOSK_TOKEN})
@@ -221,12 +292,26 @@ def test_kiosk_paper_out_says_photograph(box: PageBox, chromium: Any, watch: Wat
     expect(kiosk.locator("#printer-notice")).to_contain_text("请拍照保存屏幕上的号码")
     shot(kiosk, "kiosk-paper-out")
     assert box.hall is not None and box.hall.printer.tickets == []
+    dash = open_page(chromium, watch, box, "/dashboard", 1600, 1000,
+                     {"dashboard.token": MANAGER_TOKEN})
+    expect(dash.locator("#devices tr", has_text="printer-kiosk-1")).to_contain_text("B")
     # 适老化 one touch away: larger, fewer choices.
     kiosk.click("#overlay .done")
     kiosk.click("#modeBtn")
     expect(kiosk.locator("body")).to_have_class("elder")
     expect(kiosk.locator("#checkinBtn")).to_be_hidden()
     shot(kiosk, "kiosk-elder")
+    # Left alone, the kiosk goes back to its start screen for the next applicant.
+    kiosk.click(".svc[data-service=RS]")
+    expect(kiosk.locator("#ticket-number")).to_have_text("F001")
+    kiosk.clock.fast_forward(46_000)
+    expect(kiosk.locator("#overlay")).to_be_hidden()
+    expect(kiosk.locator("body")).not_to_have_class("elder")
+    # Locked down: no text selection, no way back.
+    assert kiosk.evaluate("getComputedStyle(document.body).userSelect") == "none"
+    url = kiosk.url
+    kiosk.go_back()
+    assert kiosk.url == url
 
 
 def test_pages_recover_after_box_restart(box: PageBox, chromium: Any, watch: Watch) -> None:
@@ -263,6 +348,36 @@ def test_pages_recover_after_box_restart(box: PageBox, chromium: Any, watch: Wat
         expect(dash.locator("#satisfaction")).to_have_text("100%", timeout=40_000)
     for page in (kiosk, board, staff, tablet, dash):
         expect(page.locator("#offline")).to_be_hidden()
+
+
+def test_board_announces_in_order_and_shows_notices(box: PageBox, chromium: Any,
+                                                    watch: Watch) -> None:
+    from edge.domain.model import DomainEvent
+
+    board = open_page(chromium, watch, box, "/board?voice=1", 1920, 1080)
+    expect(board.locator("#latestNumber")).to_have_text("欢迎光临")
+    with api(box) as c:
+        for svc in ("SHMS", "SHMS", "GA"):
+            assert c.post("/api/v1/tickets", json={"service": svc}).status_code == 201
+        for staff, pin, window in (("S001", "8001", 1), ("S002", "8002", 2), ("S008", "8008", 8)):
+            token = c.post("/api/v1/sessions", json={"staff_id": staff, "pin": pin,
+                                                     "window": window}).json()["token"]
+            r = c.post(f"/api/v1/windows/{window}/call-next",
+                       headers={"authorization": f"Bearer {token}"})
+            assert r.status_code == 200, r.text
+    expect(board.locator("#latestNumber")).to_have_text("E001")
+    expect(board.locator("#latestWhere")).to_contain_text("公安 8号窗")
+    expect(board.locator("#recent")).to_contain_text("A002")
+    expect(board.locator("#recent")).to_contain_text("A001")
+    # A notice from the central room scrolls at the bottom for its time.
+    box.call(lambda h: h.rt.emit([DomainEvent("display.message", {
+        "command_id": "c-1", "text": "今日16:00起系统维护，请提前办理", "seconds": 600,
+        "target": "main"})]))
+    expect(board.locator("#notice")).to_have_text("今日16:00起系统维护，请提前办理")
+    shot(board, "board-calls")
+    # The box's own announcements, played to the end one after the other, in call order.
+    board.wait_for_function("window.hallboxAnnounced.length === 3", timeout=40_000)
+    assert board.evaluate("window.hallboxAnnounced") == ["A001", "A002", "E001"]
 
 
 def test_docs_offline(box: PageBox, chromium: Any, watch: Watch) -> None:

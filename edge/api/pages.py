@@ -327,6 +327,29 @@ def router(rt: HallRuntime) -> APIRouter:
         rt.tick()
         return feed().view()
 
+    synths: list[Any] = []
+
+    @api.get("/api/v1/hall-board/announcement/{seq}.wav", response_class=Response,
+             responses={200: {"content": {"audio/wav": {}}}})
+    async def announcement(seq: Annotated[int, PathParam(ge=1, le=2**53)]) -> Response:
+        """The box's own announcement of a recent call (espeak-ng, as the hall's speakers say
+        it), for a board that plays them. Only the recent calls: nothing else is synthesised."""
+        from drivers.voice import Synth, sentence
+
+        call = next((c for c in feed().calls if c["seq"] == seq), None)
+        if call is None:
+            raise HTTPException(404, f"no recent call with seq {seq}")
+        if not synths:
+            dev = rt.config.devices
+            v = dev.voice if dev and dev.voice else None
+            synths.append(Synth(Path(rt.data_dir) / "voice-board", voice=v.voice if v else "cmn",
+                                speed=v.speed if v else 175, size=64))
+        try:
+            wav = await synths[0].wav(sentence(call["number"], call["window"]))
+        except RuntimeError as e:
+            raise HTTPException(503, f"no voice on this box: {e}") from None
+        return FileResponse(wav, media_type="audio/wav")
+
     @api.get("/api/v1/hall-board/stream",
              responses={200: {"content": {"text/event-stream": {}}}})
     async def hall_board_stream(request: Request) -> StreamingResponse:
@@ -340,7 +363,8 @@ def router(rt: HallRuntime) -> APIRouter:
                 d = env["data"]
                 out = frame("call", {"number": d["number"], "window": d["window"],
                                      "window_name": _window_name(rt, d["window"]),
-                                     "recall": env["type"] == "ticket.recalled"})
+                                     "recall": env["type"] == "ticket.recalled",
+                                     "seq": env["seq"]})
             return out + frame("board", feed().view(), env["seq"])
 
         return sse(stream(request, lambda: [frame("board", feed().view())], render))
