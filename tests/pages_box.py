@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from drivers.sim.harness import MONDAY_0900, SimHall, running_hall
+from drivers.sim.harness import MONDAY_0900, PLUGINS, SimHall, running_hall
 from edge.clock import FakeClock
 
 CHROMIUM = "/usr/bin/chromium"
@@ -59,14 +59,13 @@ class PageBox:
     async def _main(self) -> None:
         import uvicorn
 
-        from edge.api.app import create_app
-
         try:
-            async with running_hall(self.tmp_path, clock=self.clock) as hall:
+            # Every device plugin `hallbox run --sim` loads, each with its simulator.
+            async with running_hall(self.tmp_path, clock=self.clock, plugins=PLUGINS) as hall:
                 self.hall, self.loop = hall, asyncio.get_running_loop()
                 self._stop = asyncio.Event()
                 server = uvicorn.Server(uvicorn.Config(
-                    create_app(hall.rt), host="127.0.0.1", port=self.port, log_level="warning",
+                    hall.box.app, host="127.0.0.1", port=self.port, log_level="warning",
                     lifespan="off", timeout_graceful_shutdown=1))
                 task = asyncio.create_task(server.serve())
                 while not server.started:

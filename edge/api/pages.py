@@ -27,10 +27,11 @@ from fastapi.staticfiles import StaticFiles
 
 from edge.api.auth import Principal, require
 from edge.api.evaluator import _tablet_for_token
+from edge.assembly import HallServices
 from edge.domain import today
 from edge.domain.errors import DomainError
 from edge.domain.rating import LEVEL_NAMES, REASON_CHOICES, Level
-from edge.ratings import RATING_TYPES, RatingService
+from edge.ratings import RATING_TYPES
 from edge.runtime import HallRuntime
 
 UI_DIR = Path(__file__).resolve().parents[2] / "kiosk_ui"
@@ -47,7 +48,7 @@ TicketRef = Annotated[str, PathParam(min_length=1, max_length=40)]
 CALL_TYPES = ("ticket.called", "ticket.recalled")
 
 
-def install(app: FastAPI, rt: HallRuntime) -> None:
+def install(app: FastAPI, rt: HallRuntime, services: HallServices) -> None:
     """Pages, vendor files, /docs (the app is created with docs_url=None) and the page API."""
     for path, name in PAGES.items():
         app.add_api_route(path, _page(name), include_in_schema=False, methods=["GET"])
@@ -66,7 +67,7 @@ def install(app: FastAPI, rt: HallRuntime) -> None:
             # No validator badge: it would call validator.swagger.io from an offline hall.
             swagger_ui_parameters={"validatorUrl": None})
 
-    app.include_router(router(rt))
+    app.include_router(router(rt, services))
 
 
 def _page(name: str) -> Callable[[], Any]:
@@ -88,8 +89,7 @@ class BoardFeed:
         self.rt = rt
         self.calls: deque[dict[str, Any]] = deque(maxlen=RECENT_CALLS)
         self.notice: dict[str, Any] | None = None
-        for env in rt.store.events_after(_day_start(rt), 10**9,
-                                         [*CALL_TYPES, "display.message"]):
+        for env in rt.store.events_since_day_opened([*CALL_TYPES, "display.message"]):
             self.on_event(env)
         rt.bus.subscribe("pages-board-feed", self.on_event)
 
@@ -117,11 +117,6 @@ class BoardFeed:
         return {**self.rt.hall.board(), "calls": list(self.calls), "notice": notice}
 
 
-def _day_start(rt: HallRuntime) -> int:
-    row = rt.store.db.execute("SELECT max(seq) FROM journal WHERE type='day.opened'").fetchone()
-    return max(0, (row[0] or 1) - 1)
-
-
 def _window_name(rt: HallRuntime, n: int) -> str:
     cfg = rt.hall.window_cfg.get(n)
     return cfg.name if cfg else f"{n}号窗口"
@@ -144,7 +139,7 @@ def _qr_url(rt: HallRuntime) -> str:
     return printers[0].qr_url if printers else "https://zwfw.example.gov.cn/q/{ticket}"
 
 
-def router(rt: HallRuntime) -> APIRouter:
+def router(rt: HallRuntime, services: HallServices) -> APIRouter:
     from edge.api.app import ticket_view, window_view  # the app imports this module first
 
     api = APIRouter(tags=["pages"])
@@ -161,7 +156,7 @@ def router(rt: HallRuntime) -> APIRouter:
         return [t for t in rt.hall.tickets.values() if t.day == rt.hall.day]
 
     def rating_events() -> list[dict[str, Any]]:
-        return rt.store.events_after(_day_start(rt), 10**9, RATING_TYPES)
+        return rt.store.events_since_day_opened(RATING_TYPES)
 
     @api.get("/api/v1/pages/hall")
     async def hall_layout() -> dict[str, Any]:
@@ -225,7 +220,7 @@ def router(rt: HallRuntime) -> APIRouter:
         h = rt.hall
         w = window_view(h, window)
         waiting = sorted((t for s in w["services"] for t in h.waiting(s)), key=h._fifo_key)
-        svc = RatingService.of(rt)
+        svc = services.ratings
         pending = svc.pending_for(window) if svc else None
         staff = h.staff.get(w["staff"]) if w["staff"] else None
         return {
@@ -416,7 +411,7 @@ def router(rt: HallRuntime) -> APIRouter:
             ids.add(t.transferred_from)
         if t.transferred_to:
             ids.add(t.transferred_to)
-        events = [e for e in rt.store.events_after(_day_start(rt), 10**9)
+        events = [e for e in rt.store.events_since_day_opened([])
                   if e["data"].get("ticket") in ids or e["data"].get("to_ticket") in ids]
         return {"ticket": ticket_view(rt.hall, t), "events": events}
 
