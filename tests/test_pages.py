@@ -52,8 +52,9 @@ def watch(box: PageBox) -> Iterator[Watch]:
     w.check()
 
 
-def open_page(chromium: Any, watch: Watch, box: PageBox, path: str, width: int, height: int,
-              storage: dict[str, Any] | None = None) -> Any:
+def open_page(chromium: Any, watch: Watch, box: PageBox | str, path: str, width: int,
+              height: int, storage: dict[str, Any] | None = None) -> Any:
+    """A page in its own browser context (a device of its own), at the box or a base URL."""
     ctx = chromium.new_context(viewport={"width": width, "height": height}, locale="zh-CN",
                                timezone_id="Asia/Shanghai")
     if storage:
@@ -63,12 +64,13 @@ def open_page(chromium: Any, watch: Watch, box: PageBox, path: str, width: int, 
         script = "".join(f"localStorage.setItem({json.dumps('hallbox.' + k)}, "
                          f"{json.dumps(json.dumps(v))});" for k, v in storage.items())
         ctx.add_init_script(script)
-    # The page's clock shows the box's (fake) day, as on a real box where both agree.
-    ctx.clock.install(time=box.clock.now())
+    if isinstance(box, PageBox):
+        # The page's clock shows the box's (fake) day, as on a real box where both agree.
+        ctx.clock.install(time=box.clock.now())
     page = ctx.new_page()
     page.set_default_timeout(15_000)
     watch.attach(page)
-    page.goto(box.base + path)
+    page.goto((box.base if isinstance(box, PageBox) else box) + path)
     return page
 
 
@@ -378,6 +380,53 @@ def test_board_announces_in_order_and_shows_notices(box: PageBox, chromium: Any,
     # The box's own announcements, played to the end one after the other, in call order.
     board.wait_for_function("window.hallboxAnnounced.length === 3", timeout=40_000)
     assert board.evaluate("window.hallboxAnnounced") == ["A001", "A002", "E001"]
+
+
+def test_every_page_from_hallbox_run_and_a_bounded_stop(tmp_path: Path, chromium: Any) -> None:
+    """The README's links on `hallbox run --sim` as `make run` starts it; with every page's
+    stream open, SIGTERM still stops the box promptly."""
+    import subprocess
+    import sys
+
+    from tests.pages_box import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "run", "--config", str(ROOT / "config" /
+         "hall.example.toml"), "--sim", "--ignore-hours", "--port", str(port), "--host",
+         "127.0.0.1", "--data", str(tmp_path / "var")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "hallbox did not start"
+                time.sleep(0.2)
+        watch = Watch(port)
+        pages = {path: open_page(chromium, watch, f"http://hall.test:{port}", path, 1366, 768)
+                 for path in ("/", "/staff", "/board", "/evaluator", "/dashboard", "/docs")}
+        expect(pages["/"].locator(".svc")).to_have_count(7)
+        expect(pages["/staff"].locator("#window option")).to_have_count(14)
+        expect(pages["/staff"].locator("#fingerBtn")).to_be_visible()  # window 1 has a sensor
+        expect(pages["/board"].locator("#services tr")).to_have_count(7)
+        expect(pages["/evaluator"].locator("#pair")).to_be_visible()
+        expect(pages["/dashboard"].locator("#login")).to_be_visible()
+        expect(pages["/docs"].locator(".swagger-ui .title")).to_contain_text("hallbox")
+        watch.check()
+        with watch.tolerate(DOWN):
+            t0 = time.monotonic()
+            proc.terminate()
+            proc.wait(timeout=15)
+            assert time.monotonic() - t0 < 10
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
 
 
 def test_docs_offline(box: PageBox, chromium: Any, watch: Watch) -> None:

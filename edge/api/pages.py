@@ -117,6 +117,20 @@ class BoardFeed:
         return {**self.rt.hall.board(), "calls": list(self.calls), "notice": notice}
 
 
+class RatingEvents:
+    """Today's rating events (requested, submitted, missing, rejected), from the event path."""
+
+    def __init__(self, rt: HallRuntime) -> None:
+        self.events: list[dict[str, Any]] = rt.store.events_since_day_opened(RATING_TYPES)
+        rt.bus.subscribe("pages-rating-events", self.on_event)
+
+    def on_event(self, env: dict[str, Any]) -> None:
+        if env["type"] == "day.opened":
+            self.events = []
+        elif env["type"] in RATING_TYPES:
+            self.events.append(env)
+
+
 def _window_name(rt: HallRuntime, n: int) -> str:
     cfg = rt.hall.window_cfg.get(n)
     return cfg.name if cfg else f"{n}号窗口"
@@ -155,8 +169,13 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
     def day_tickets() -> list[Any]:
         return [t for t in rt.hall.tickets.values() if t.day == rt.hall.day]
 
+    tallies: list[RatingEvents] = []
+
     def rating_events() -> list[dict[str, Any]]:
-        return rt.store.events_since_day_opened(RATING_TYPES)
+        """Today's rating events, kept from the event path (no journal read per frame)."""
+        if not tallies:
+            tallies.append(RatingEvents(rt))
+        return tallies[0].events
 
     @api.get("/api/v1/pages/hall")
     async def hall_layout() -> dict[str, Any]:
@@ -301,7 +320,7 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
         def concerns(env: dict[str, Any]) -> bool:
             d = env["data"]
             return d.get("window") == window or d.get("service") in services \
-                or env["type"] in ("day.opened", "ticket.issued", "ticket.transferred")
+                or d.get("to_service") in services or env["type"] == "day.opened"
 
         def render(env: dict[str, Any]) -> str:
             d = env["data"]
