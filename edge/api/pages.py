@@ -157,6 +157,11 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
     from edge.api.app import ticket_view, window_view  # the app imports this module first
 
     api = APIRouter(tags=["pages"])
+
+    def need(request: Request, *roles: str) -> Principal:
+        """The caller, holding one of roles (401/403 problems otherwise): the one place this
+        module asks the API's auth."""
+        return require(request, rt, *roles)
     feeds: list[BoardFeed] = []
 
     def feed() -> BoardFeed:
@@ -216,7 +221,7 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
         tablet = _tablet_for_token(rt, auth[7:].strip()) if auth.lower().startswith("bearer ") \
             else None
         if tablet is None:
-            require(request, rt, "staff", "manager")
+            need(request, "staff", "manager")
         s = rt.hall.staff.get(staff_id)
         if s is None:
             raise HTTPException(404, f"no staff member {staff_id}")
@@ -227,7 +232,7 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
 
     # ---- staff console ---------------------------------------------------------------------
     def console_for(request: Request, window: int) -> Principal:
-        who = require(request, rt, "staff", "manager")
+        who = need(request, "staff", "manager")
         if who.role == "staff" and who.window != window:
             raise DomainError("forbidden", "not-your-window",
                               f"your session is for window {who.window}, not {window}",
@@ -387,7 +392,7 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
     @api.get("/api/v1/dashboard")
     async def dashboard(request: Request) -> dict[str, Any]:
         """Windows, device health, today's figures and charts' data, for the manager."""
-        require(request, rt, "manager", "central")
+        need(request, "manager", "central")
         h = rt.hall
         tickets = day_tickets()
         windows = []
@@ -423,7 +428,7 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
     async def timeline(ticket: TicketRef, request: Request) -> dict[str, Any]:
         """Every journal event of a ticket (by id or today's number), oldest first; a transfer
         links the ticket before and after it."""
-        require(request, rt, "manager", "central")
+        need(request, "manager", "central")
         t = rt.hall.ticket(ticket.strip().upper(), "/path/ticket")
         ids = {t.id}
         if t.transferred_from:
