@@ -215,6 +215,27 @@ def test_refusals_show_their_message(box: PageBox, chromium: Any, watch: Watch) 
     shot(kiosk, "kiosk-checkin-refused")
 
 
+def test_staff_fingerprint_login(box: PageBox, chromium: Any, watch: Watch) -> None:
+    """Window 1 has a sensor: a finger enrolled for S001 logs the console in, no PIN."""
+    from drivers.sim.r30x import R30xSim
+    from edge.store import Store
+
+    def enrolled(h: Any) -> None:
+        sim = next(s for s in h.sims if isinstance(s, R30xSim)
+                   and s.port.link_path.name == "fp-w1")
+        sim.templates[7] = "S001-right-index"  # the sensor's library holds it at page 7 ...
+        h.rt.store.write_sync(Store.remember_template("fp-w1", 7, "S001",  # ... for S001
+                                                      "2026-11-20T10:00:00+08:00"))
+        sim.place_finger("S001-right-index")
+
+    box.call(enrolled)
+    staff = open_page(chromium, watch, box, "/staff", 1366, 768)
+    staff.select_option("#window", "1")
+    staff.click("#fingerBtn")
+    expect(staff.locator("#who")).to_contain_text("王芳（S001）")
+    expect(staff.locator("#winname")).to_have_text("社会民生 1号窗")
+
+
 def test_staff_console_actions_and_spot_check(box: PageBox, chromium: Any,
                                               watch: Watch) -> None:
     from edge.domain.model import DomainEvent
