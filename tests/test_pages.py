@@ -317,7 +317,8 @@ def test_kiosk_paper_out_says_photograph(box: PageBox, chromium: Any, watch: Wat
     assert box.hall is not None and box.hall.printer.tickets == []
     dash = open_page(chromium, watch, box, "/dashboard", 1600, 1000,
                      {"dashboard.token": MANAGER_TOKEN})
-    expect(dash.locator("#devices tr", has_text="printer-kiosk-1")).to_contain_text("B")
+    expect(dash.locator("#devices tr", has_text="printer-kiosk-1")).to_contain_text("B故障")
+    shot(dash, "dashboard-printer-fault")
     # 适老化 one touch away: larger, fewer choices.
     kiosk.click("#overlay .done")
     kiosk.click("#modeBtn")

@@ -42,7 +42,9 @@ VENDOR = {"echarts": NODE / "echarts" / "dist", "swagger-ui": NODE / "swagger-ui
 PAGES = {"/staff": "staff.html", "/board": "board.html", "/evaluator": "evaluator.html",
          "/dashboard": "dashboard.html"}
 RECENT_CALLS = 8
-MAX_STREAMS = 200  # open page streams per box; each holds a queue and a subscription
+# Open page streams per box (each holds a queue and a subscription): a console per window of
+# a 250-window hall, its boards, kiosks and dashboards.
+MAX_STREAMS = 600
 WindowNo = Annotated[int, PathParam(ge=1, le=9999)]
 TicketRef = Annotated[str, PathParam(min_length=1, max_length=40)]
 CALL_TYPES = ("ticket.called", "ticket.recalled")
