@@ -8,6 +8,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -215,20 +216,25 @@ def test_refusals_show_their_message(box: PageBox, chromium: Any, watch: Watch) 
     shot(kiosk, "kiosk-checkin-refused")
 
 
-def test_staff_fingerprint_login(box: PageBox, chromium: Any, watch: Watch) -> None:
-    """Window 1 has a sensor: a finger enrolled for S001 logs the console in, no PIN."""
+def sensor_w1(h: Any) -> Any:
     from drivers.sim.r30x import R30xSim
+
+    return next(s for s in h.sims if isinstance(s, R30xSim) and s.port.link_path.name == "fp-w1")
+
+
+def enrol_s001(h: Any) -> None:
+    """S001's finger in window 1's sensor library (page 7) and in the box's store."""
     from edge.store import Store
 
-    def enrolled(h: Any) -> None:
-        sim = next(s for s in h.sims if isinstance(s, R30xSim)
-                   and s.port.link_path.name == "fp-w1")
-        sim.templates[7] = "S001-right-index"  # the sensor's library holds it at page 7 ...
-        h.rt.store.write_sync(Store.remember_template("fp-w1", 7, "S001",  # ... for S001
-                                                      "2026-11-20T10:00:00+08:00"))
-        sim.place_finger("S001-right-index")
+    sensor_w1(h).templates[7] = "S001-right-index"
+    h.rt.store.write_sync(Store.remember_template("fp-w1", 7, "S001",
+                                                  "2026-11-20T10:00:00+08:00"))
 
-    box.call(enrolled)
+
+def test_staff_fingerprint_login(box: PageBox, chromium: Any, watch: Watch) -> None:
+    """Window 1 has a sensor: a finger enrolled for S001 logs the console in, no PIN."""
+    box.call(enrol_s001)
+    box.call(lambda h: sensor_w1(h).place_finger("S001-right-index"))
     staff = open_page(chromium, watch, box, "/staff", 1366, 768)
     staff.select_option("#window", "1")
     staff.click("#fingerBtn")
@@ -236,9 +242,36 @@ def test_staff_fingerprint_login(box: PageBox, chromium: Any, watch: Watch) -> N
     expect(staff.locator("#winname")).to_have_text("社会民生 1号窗")
 
 
-def test_staff_console_actions_and_spot_check(box: PageBox, chromium: Any,
-                                              watch: Watch) -> None:
-    from edge.domain.model import DomainEvent
+def test_spot_check_prompts_the_console_and_passes_by_finger(box: PageBox, chromium: Any,
+                                                             watch: Watch) -> None:
+    """随机抽查: the console of the checked window says so at once; the staff member's finger
+    on the window's sensor passes it, and the console shows the result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    box.call(enrol_s001)
+    staff = open_page(chromium, watch, box, "/staff", 1366, 768)
+    staff_login(staff, 1, "S001", "8001")
+    expect(staff.locator("#who")).to_contain_text("王芳")
+    deadline = (box.clock.now() + timedelta(minutes=2)).isoformat()
+    with api(box) as c, ThreadPoolExecutor(1) as pool:
+        # The manager's request runs until the check ends (verified or past its deadline).
+        check = pool.submit(c.post, "/api/v1/spotchecks", headers={
+            "authorization": f"Bearer {MANAGER_TOKEN}"}, json={
+            "window": 1, "deadline": deadline, "note": "上午例行抽查"}, timeout=60)
+        expect(staff.locator("#spotcheck")).to_contain_text("电子监察室随机抽查")
+        expect(staff.locator("#spotcheck")).to_contain_text("指纹仪")
+        expect(staff.locator("#spotcheck")).to_contain_text("上午例行抽查")
+        shot(staff, "staff-spotcheck")
+        box.call(lambda h: sensor_w1(h).place_finger("S001-right-index"))
+        expect(staff.locator("#spotcheck-result")).to_have_text("验证通过", timeout=30_000)
+        r = check.result()
+    assert r.status_code == 200, r.text
+    assert r.json()["result"] == "passed"
+    staff.click("#spotcheck button:has-text('关闭')")
+    expect(staff.locator("#spotcheck")).to_have_count(0)
+
+
+def test_staff_console_actions(box: PageBox, chromium: Any, watch: Watch) -> None:
 
     with api(box) as c:
         for _ in range(3):
@@ -276,14 +309,6 @@ def test_staff_console_actions_and_spot_check(box: PageBox, chromium: Any,
     called = box.hall.events("ticket.called")
     assert called[0]["data"]["number"] == "B003"
     assert called[0]["data"]["reason"] == "材料补正后回办"
-    # The central room orders a spot check of this window: the console says so at once.
-    box.call(lambda h: h.rt.emit([DomainEvent("spotcheck.started", {
-        "command_id": "c-2", "window": 4, "note": "上午例行抽查"})]))
-    expect(staff.locator("#spotcheck")).to_contain_text("电子监察室随机抽查")
-    expect(staff.locator("#spotcheck")).to_contain_text("上午例行抽查")
-    shot(staff, "staff-spotcheck")
-    staff.click("#spotcheck button:has-text('知道了')")
-    expect(staff.locator("#spotcheck")).to_have_count(0)
     # Today's counts for this window follow.
     expect(staff.locator("#counts")).to_contain_text("2已叫号")
     expect(staff.locator("#counts")).to_contain_text("1已办结")
@@ -449,6 +474,40 @@ def test_every_page_from_hallbox_run_and_a_bounded_stop(tmp_path: Path, chromium
             proc.kill()
             proc.wait()
     assert proc.returncode == 0
+
+
+def test_dashboard_alerts_and_month_report(box: PageBox, chromium: Any, watch: Watch) -> None:
+    """A bad rating given on the tablet raises a floor alert the dashboard shows at once; the
+    month's attendance summary downloads with the manager's token."""
+    dash = open_page(chromium, watch, box, "/dashboard", 1600, 1000,
+                     {"dashboard.token": MANAGER_TOKEN})
+    expect(dash.locator("#alerts")).to_have_text("当前无告警")
+    tablet = open_page(chromium, watch, box, "/evaluator", 1280, 800,
+                       {"evaluator": {"window": 2, "token": "demo-evaluator-2"}})
+    with api(box) as c:
+        assert c.post("/api/v1/tickets", json={"service": "SHMS"}).status_code == 201
+        token = c.post("/api/v1/sessions", json={"staff_id": "S002", "pin": "8002",
+                                                 "window": 2}).json()["token"]
+        auth = {"authorization": f"Bearer {token}"}
+        for step in ("call-next", "start", "finish"):
+            assert c.post(f"/api/v1/windows/2/{step}", headers=auth).status_code == 200
+    expect(tablet.locator("#rateNumber")).to_have_text("A001")
+    tablet.click("[data-level=very_dissatisfied]")
+    tablet.click("#reasonList button >> nth=0")
+    reason = tablet.locator("#reasonList button >> nth=0").text_content()
+    expect(tablet.locator("#thanksSub")).to_have_text("您的评价：非常不满意")
+    alert = dash.locator("#alerts .alert")
+    expect(alert).to_have_count(1)
+    expect(alert).to_contain_text("差评")
+    expect(alert).to_contain_text("2号窗口")
+    expect(alert).to_contain_text(f"原因：{reason}")
+    expect(dash.locator("#satisfaction")).to_have_text("0%")
+    shot(dash, "dashboard-alert")
+    with dash.expect_download() as dl:
+        dash.click("#reports a")
+    path = dl.value.path()
+    assert dl.value.suggested_filename == "月度考勤汇总-2026-11.xlsx"
+    assert Path(path).read_bytes()[:2] == b"PK"  # an XLSX (zip) from the box, not an error
 
 
 def test_docs_offline(box: PageBox, chromium: Any, watch: Watch) -> None:

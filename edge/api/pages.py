@@ -13,7 +13,7 @@ import io
 import json
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,6 +48,7 @@ MAX_STREAMS = 600
 WindowNo = Annotated[int, PathParam(ge=1, le=9999)]
 TicketRef = Annotated[str, PathParam(min_length=1, max_length=40)]
 CALL_TYPES = ("ticket.called", "ticket.recalled")
+SPOT_TYPES = ("spotcheck.started", "spotcheck.result")
 
 
 def install(app: FastAPI, rt: HallRuntime, services: HallServices) -> None:
@@ -136,6 +137,11 @@ class RatingEvents:
 def _window_name(rt: HallRuntime, n: int) -> str:
     cfg = rt.hall.window_cfg.get(n)
     return cfg.name if cfg else f"{n}号窗口"
+
+
+def _fraction(percent: float | None) -> float | None:
+    """The statistics module's per cent (0-100) as the pages' fraction (0-1)."""
+    return None if percent is None else round(percent / 100, 4)
 
 
 def _avatar_svg(name: str) -> str:
@@ -270,7 +276,9 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
         return console_view(window)
 
     async def stream(request: Request, initial: Callable[[], list[str]],
-                     render: Callable[[dict[str, Any]], str]) -> AsyncIterator[bytes]:
+                     render: Callable[[list[dict[str, Any]]], str]) -> AsyncIterator[bytes]:
+        """Frames for the committed events; the events of one operation arrive together and
+        `render` turns the whole batch into frames (one state frame for them all)."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
         lost = asyncio.Event()
 
@@ -293,12 +301,10 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
-                # Several events of one operation arrive together: one frame for them all.
                 batch = [env]
                 while not queue.empty():
                     batch.append(queue.get_nowait())
-                out = "".join(render(e) for e in batch[:-1] if e["type"] in CALL_TYPES
-                              or e["type"] == "spotcheck.started") + render(batch[-1])
+                out = render(batch)
                 if out:
                     yield out.encode()
         finally:
@@ -318,28 +324,39 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
              responses={200: {"content": {"text/event-stream": {}}}})
     async def console_stream(window: WindowNo, request: Request) -> StreamingResponse:
         """SSE for the window's console: `console` frames (as GET …/console) after every
-        change, and `spotcheck` when the central room orders a check of this window or its
-        staff member. EventSource sends no header: the session token comes as ?token=."""
+        change; `spotcheck` when a spot check (随机抽查) of this window or its staff member starts
+        (and one running at connect), `spotcheck_result` when it ends. EventSource sends no
+        header: the session token comes as ?token=."""
         who = console_for(request, window)
         bounded()
-        services = set(window_view(rt.hall, window)["services"])
+        served = set(window_view(rt.hall, window)["services"])
 
         def concerns(env: dict[str, Any]) -> bool:
             d = env["data"]
-            return d.get("window") == window or d.get("service") in services \
-                or d.get("to_service") in services or env["type"] == "day.opened"
+            return d.get("window") == window or d.get("service") in served \
+                or d.get("to_service") in served or env["type"] == "day.opened"
 
-        def render(env: dict[str, Any]) -> str:
-            d = env["data"]
-            if env["type"] == "spotcheck.started":
-                if d.get("window") == window or (d.get("staff") and d.get("staff") == who.name):
-                    return frame("spotcheck", {**d, "at": env["ts"]}, env["seq"])
-                return ""
-            if not concerns(env):
-                return ""
-            return frame("console", console_view(window), env["seq"])
+        def ours(d: dict[str, Any]) -> bool:
+            return d.get("window") == window or bool(d.get("staff") and d["staff"] == who.name)
 
-        return sse(stream(request, lambda: [frame("console", console_view(window))], render))
+        def render(batch: list[dict[str, Any]]) -> str:
+            out = [frame("spotcheck" if e["type"] == "spotcheck.started" else "spotcheck_result",
+                         e["data"], e["seq"])
+                   for e in batch if e["type"] in SPOT_TYPES and ours(e["data"])]
+            if any(concerns(e) for e in batch if e["type"] not in SPOT_TYPES):
+                out.append(frame("console", console_view(window), batch[-1]["seq"]))
+            return "".join(out)
+
+        def initial() -> list[str]:
+            out = [frame("console", console_view(window))]
+            sup = services.supervision
+            for c in sup.spot.running() if sup is not None else []:
+                v = c.view(rt.hall)
+                if ours(v):
+                    out.append(frame("spotcheck", v))
+            return out
+
+        return sse(stream(request, initial, render))
 
     # ---- hall board ------------------------------------------------------------------------
     @api.get("/api/v1/hall-board", tags=["pages"])
@@ -378,15 +395,12 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
         frame of each call or recall, for the big display and the announcement."""
         bounded()
 
-        def render(env: dict[str, Any]) -> str:
-            out = ""
-            if env["type"] in CALL_TYPES:
-                d = env["data"]
-                out = frame("call", {"number": d["number"], "window": d["window"],
-                                     "window_name": _window_name(rt, d["window"]),
-                                     "recall": env["type"] == "ticket.recalled",
-                                     "seq": env["seq"]})
-            return out + frame("board", feed().view(), env["seq"])
+        def render(batch: list[dict[str, Any]]) -> str:
+            out = [frame("call", {"number": e["data"]["number"], "window": e["data"]["window"],
+                                  "window_name": _window_name(rt, e["data"]["window"]),
+                                  "recall": e["type"] == "ticket.recalled", "seq": e["seq"]})
+                   for e in batch if e["type"] in CALL_TYPES]
+            return "".join(out) + frame("board", feed().view(), batch[-1]["seq"])
 
         return sse(stream(request, lambda: [frame("board", feed().view())], render))
 
@@ -413,17 +427,40 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
                 "idle_since": h.local(since).isoformat(timespec="seconds") if since else None,
             })
         names = {c: s.name for c, s in h.services.items()}
+        figures = today.ticket_counts(tickets)
+        ratings = today.rating_counts(rating_events())
+        by_service = today.by_service(tickets, names)
+        source, alerts = "pages", []
+        sup = services.supervision
+        if sup is not None and h.day:
+            # The supervision statistics (edge/domain/stats.py, the module the central room runs
+            # too), so the manager reads the same figures as the room; "waiting" and the hours
+            # are the pages' own (from today's tickets in memory).
+            day = date.fromisoformat(h.day)
+            st = await asyncio.to_thread(sup.stats, day, day, "service")
+            tot = st["total"]
+            figures.update({k: tot[k] for k in ("tickets", "served", "no_shows", "transferred",
+                                                "avg_wait_ms", "p90_wait_ms",
+                                                "avg_service_ms")})
+            ratings.update(
+                rated=tot["rated"], unrated=tot["unrated"],
+                satisfaction_rate=_fraction(tot["satisfaction_rate"]),
+                rated_share=_fraction(tot["rated_share"]),
+                levels={k: v for k, v in tot["ratings"].items() if v})
+            per = {str(r["key"]): r for r in st["rows"]}
+            for row in by_service:
+                row["tickets"] = per.get(row["service"], {}).get("tickets", 0)
+            source, alerts = "stats", sup.open_alerts()
         return {
             "hall": rt.config.hall.name, "day": h.day,
             "now": h.local().isoformat(timespec="seconds"),
             "windows": windows, "devices": rt.health.snapshot(),
-            "today": today.ticket_counts(tickets),
-            "ratings": today.rating_counts(rating_events()),
+            "today": figures, "ratings": ratings, "figures_from": source, "alerts": alerts,
             "by_hour": today.by_hour(tickets, h.local().tzinfo),  # type: ignore[arg-type]
-            "by_service": today.by_service(tickets, names),
+            "by_service": by_service,
+            # the supervision's monthly summary: GET /api/v1/reports/attendance (reports.py)
             "reports": [{"title": "月度考勤汇总", "href": "/api/v1/reports/attendance?month="}]
-            if any(getattr(r, "path", "") == "/api/v1/reports/attendance"
-                   for r in request.app.routes) else [],
+            if sup is not None else [],
         }
 
     @api.get("/api/v1/tickets/{ticket}/timeline")
