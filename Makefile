@@ -33,14 +33,14 @@ $(VENV)/.installed: pyproject.toml
 # The pages' front-end libraries (ECharts, Swagger UI) from npm at the lockfile's versions,
 # served by the box itself: nothing third-party is committed, no page needs a CDN.
 # --ignore-scripts: no install hooks run (swagger-ui-dist would phone home for analytics).
-$(UI)/node_modules/.installed: $(UI)/package.json $(UI)/package-lock.json
+.make-ui: $(UI)/package.json $(UI)/package-lock.json
 	@command -v npm >/dev/null || { echo "installing npm"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
 	cd $(UI) && SCARF_ANALYTICS=false npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
 
-venv: $(VENV)/.installed $(UI)/node_modules/.installed
+venv: $(VENV)/.installed .make-ui
 
 # The pages are meant for the hall's LAN (kiosks, boards, tablets): listen on every address;
 # `make run HOST=127.0.0.1` keeps the demo on this machine.
@@ -82,4 +82,4 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) .make-sysdeps var .pytest_cache .hypothesis build dist $(UI)/node_modules test-artifacts
+	rm -rf $(VENV) .make-sysdeps .make-ui var .pytest_cache .hypothesis build dist $(UI)/node_modules test-artifacts

@@ -32,9 +32,10 @@ from edge.domain import today
 from edge.domain.errors import DomainError
 from edge.domain.rating import LEVEL_NAMES, REASON_CHOICES, Level
 from edge.ratings import RATING_TYPES
+from edge.resources import ui_dir
 from edge.runtime import HallRuntime
 
-UI_DIR = Path(__file__).resolve().parents[2] / "kiosk_ui"
+UI_DIR = ui_dir()  # from the package: a checkout and an installed wheel alike
 NODE = UI_DIR / "node_modules"
 # name in the URL -> folder of an npm package installed by the Makefile (never committed)
 # (echarts' dist carries its Chinese locale "ZH" built in)
