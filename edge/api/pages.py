@@ -2,7 +2,7 @@
 the front-end libraries they load from the box, `/docs` offline, and the few reads they need
 beyond the core API: the hall's layout, a ticket's QR code, a window's console state and
 stream, the hall board's stream with recent calls and notices, the dashboard and a ticket's
-timeline. Installed into the app with `pages.install(app, rt)`.
+timeline. Installed into the app with `pages.install(app, rt, services)`.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def install(app: FastAPI, rt: HallRuntime, services: HallServices) -> None:
     for path, name in PAGES.items():
         app.add_api_route(path, _page(name), include_in_schema=False, methods=["GET"])
     for name, folder in VENDOR.items():
-        # check_dir=False: a box without `npm ci` still starts; the page reports what is missing.
+        # check_dir=False: a box without `npm ci` still starts; the dashboard says charts are
+        # missing, /docs is blank.
         app.mount(f"/vendor/{name}", StaticFiles(directory=folder, check_dir=False),
                   name=f"vendor-{name}")
 
