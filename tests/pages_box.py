@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from drivers.sim.harness import MONDAY_0900, PLUGINS, SimHall, running_hall
+from drivers.sim.harness import MONDAY_0900, PLUGINS, SimHall, example_config, running_hall
 from edge.clock import FakeClock
 
 CHROMIUM = "/usr/bin/chromium"
@@ -61,7 +61,8 @@ class PageBox:
 
         try:
             # Every device plugin `hallbox run --sim` loads, each with its simulator.
-            async with running_hall(self.tmp_path, clock=self.clock, plugins=PLUGINS) as hall:
+            async with running_hall(self.tmp_path, config=page_config(), clock=self.clock,
+                                    plugins=PLUGINS) as hall:
                 self.hall, self.loop = hall, asyncio.get_running_loop()
                 self._stop = asyncio.Event()
                 server = uvicorn.Server(uvicorn.Config(
@@ -116,6 +117,14 @@ class PageBox:
 
     def advance(self, **delta: float) -> None:
         self.call(lambda h: self.clock.advance(**delta))
+
+
+def page_config() -> Any:
+    """The example hall, answering the name its pages are opened at (as a hall lists its own
+    names in [api] allowed_hosts) beside loopback for the tests' own calls."""
+    cfg = example_config()
+    api = cfg.api.model_copy(update={"allowed_hosts": [HOST, "127.0.0.1", "localhost"]})
+    return cfg.model_copy(update={"api": api})
 
 
 class Watch:

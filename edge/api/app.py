@@ -48,8 +48,9 @@ def create_app(rt: HallRuntime, services: HallServices | None = None) -> FastAPI
     app.state.ctx = ApiContext(rt, services, StreamHub(rt, rt.config.api.streams), Guards(rt))
     for area in ROUTERS:
         app.include_router(area.router)
-    spec.install(app, [area.router for area in ROUTERS])
-    pages.install(app, rt, services)  # the pages, their libraries, /docs offline, their reads
+    # The pages, their libraries, /docs offline, and the pages' reads (documented too).
+    pages_api = pages.install(app, rt, services)
+    spec.install(app, [*(area.router for area in ROUTERS), pages_api])
     api = rt.config.api
     # Added last is outermost: the Host check first, then the body limit, before any parsing.
     app.add_middleware(BodyLimit, max_bytes=api.limits.max_body_bytes)

@@ -19,14 +19,16 @@ from typing import Annotated, Any
 
 import qrcode
 import qrcode.image.svg
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from edge.api.auth import Principal, require
-from edge.api.evaluator import _tablet_for_token
+from edge.api.auth import OpenTo, Principal, Roles
+from edge.api.evaluators import _tablet_for_token
+from edge.api.spec import refusals
+from edge.api.views import ticket_view, window_view
 from edge.assembly import HallServices
 from edge.domain import today
 from edge.domain.errors import DomainError
@@ -52,8 +54,18 @@ CALL_TYPES = ("ticket.called", "ticket.recalled")
 SPOT_TYPES = ("spotcheck.started", "spotcheck.result")
 
 
-def install(app: FastAPI, rt: HallRuntime, services: HallServices) -> None:
-    """Pages, vendor files, /docs (the app is created with docs_url=None) and the page API."""
+# Who may call (the same objects enforce the roles and document them in the spec).
+StaffOrManager = Annotated[Principal, Depends(Roles("staff", "manager"))]
+# EventSource sends no header: the console's stream alone takes its session token as ?token=.
+StaffOrManagerStream = Annotated[Principal, Depends(Roles("staff", "manager",
+                                                          query_token=True))]
+ManagerOrCentral = Annotated[Principal, Depends(Roles("manager", "central"))]
+StaffManagerOrTablet = Annotated[Principal | None, Depends(OpenTo("staff", "manager"))]
+
+
+def install(app: FastAPI, rt: HallRuntime, services: HallServices) -> APIRouter:
+    """Pages, vendor files, /docs (the app is created with docs_url=None) and the page API,
+    whose router is returned for the spec."""
     for path, name in PAGES.items():
         app.add_api_route(path, _page(name), include_in_schema=False, methods=["GET"])
     for name, folder in VENDOR.items():
@@ -72,7 +84,9 @@ def install(app: FastAPI, rt: HallRuntime, services: HallServices) -> None:
             # No validator badge: it would call validator.swagger.io from an offline hall.
             swagger_ui_parameters={"validatorUrl": None})
 
-    app.include_router(router(rt, services))
+    api = router(rt, services)
+    app.include_router(api)
+    return api
 
 
 def _page(name: str) -> Callable[[], Any]:
@@ -164,14 +178,7 @@ def _qr_url(rt: HallRuntime) -> str:
 
 
 def router(rt: HallRuntime, services: HallServices) -> APIRouter:
-    from edge.api.app import ticket_view, window_view  # the app imports this module first
-
     api = APIRouter(tags=["pages"])
-
-    def need(request: Request, *roles: str) -> Principal:
-        """The caller, holding one of roles (401/403 problems otherwise): the one place this
-        module asks the API's auth."""
-        return require(request, rt, *roles)
     feeds: list[BoardFeed] = []
 
     def feed() -> BoardFeed:
@@ -210,7 +217,7 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
         }
 
     @api.get("/api/v1/tickets/{ticket}/qr.svg", response_class=Response,
-             responses={200: {"content": {"image/svg+xml": {}}}})
+             responses={200: {"content": {"image/svg+xml": {}}}, **refusals(404)})
     async def ticket_qr(ticket: TicketRef) -> Response:
         """The QR code printed on the ticket, for the kiosk screen (and when paper is out)."""
         t = rt.hall.ticket(ticket, "/path/ticket")
@@ -222,16 +229,18 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
                         headers={"Cache-Control": "max-age=86400"})
 
     @api.get("/api/v1/pages/staff-photo/{staff_id}", response_class=Response,
-             responses={200: {"content": {"image/svg+xml": {}, "image/jpeg": {}}}})
+             responses={200: {"content": {"image/svg+xml": {}, "image/jpeg": {},
+                                          "image/png": {}}}, **refusals(401, 404)})
     async def staff_photo(staff_id: Annotated[str, PathParam(max_length=32)],
-                          request: Request) -> Response:
-        """The photo the tablet shows, for a tablet's token in the Authorization header (or a
-        staff or manager session); a drawn initial when the photo file is missing."""
+                          request: Request, who: StaffManagerOrTablet) -> Response:
+        """The photo the tablet shows, for a tablet's device token in the Authorization header
+        (or a staff or manager session); a drawn initial when the photo file is missing."""
         auth = request.headers.get("authorization", "")
         tablet = _tablet_for_token(rt, auth[7:].strip()) if auth.lower().startswith("bearer ") \
             else None
-        if tablet is None:
-            need(request, "staff", "manager")
+        if tablet is None and (who is None or who.role not in ("staff", "manager")):
+            raise HTTPException(401, "a tablet's device token or a staff or manager token is "
+                                "required", headers={"WWW-Authenticate": "Bearer"})
         s = rt.hall.staff.get(staff_id)
         if s is None:
             raise HTTPException(404, f"no staff member {staff_id}")
@@ -241,8 +250,7 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
         return Response(_avatar_svg(s.name), media_type="image/svg+xml")
 
     # ---- staff console ---------------------------------------------------------------------
-    def console_for(request: Request, window: int) -> Principal:
-        who = need(request, "staff", "manager")
+    def console_for(who: Principal, window: int) -> Principal:
         if who.role == "staff" and who.window != window:
             raise DomainError("forbidden", "not-your-window",
                               f"your session is for window {who.window}, not {window}",
@@ -272,9 +280,9 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
             "transfer_to": [{"service": c, "name": s.name} for c, s in h.services.items()],
         }
 
-    @api.get("/api/v1/windows/{window}/console")
-    async def console(window: WindowNo, request: Request) -> dict[str, Any]:
-        console_for(request, window)
+    @api.get("/api/v1/windows/{window}/console", responses=refusals(404))
+    async def console(window: WindowNo, who: StaffOrManager) -> dict[str, Any]:
+        console_for(who, window)
         return console_view(window)
 
     async def stream(request: Request, initial: Callable[[], list[str]],
@@ -324,12 +332,13 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
 
     @api.get("/api/v1/windows/{window}/console/stream",
              responses={200: {"content": {"text/event-stream": {}}}})
-    async def console_stream(window: WindowNo, request: Request) -> StreamingResponse:
+    async def console_stream(window: WindowNo, request: Request,
+                             caller: StaffOrManagerStream) -> StreamingResponse:
         """SSE for the window's console: `console` frames (as GET …/console) after every
         change; `spotcheck` when a spot check (随机抽查) of this window or its staff member starts
         (and one running at connect), `spotcheck_result` when it ends. EventSource sends no
         header: the session token comes as ?token=."""
-        who = console_for(request, window)
+        who = console_for(caller, window)
         bounded()
         served = set(window_view(rt.hall, window)["services"])
 
@@ -370,7 +379,7 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
     synths: list[Any] = []
 
     @api.get("/api/v1/hall-board/announcement/{seq}.wav", response_class=Response,
-             responses={200: {"content": {"audio/wav": {}}}})
+             responses={200: {"content": {"audio/wav": {}}}, **refusals(404, 503)})
     async def announcement(seq: Annotated[int, PathParam(ge=1, le=2**53)]) -> Response:
         """The box's own announcement of a recent call (espeak-ng, as the hall's speakers say
         it), for a board that plays them. Only the recent calls: nothing else is synthesised."""
@@ -408,9 +417,8 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
 
     # ---- manager dashboard -----------------------------------------------------------------
     @api.get("/api/v1/dashboard")
-    async def dashboard(request: Request) -> dict[str, Any]:
+    async def dashboard(who: ManagerOrCentral) -> dict[str, Any]:
         """Windows, device health, today's figures and charts' data, for the manager."""
-        need(request, "manager", "central")
         h = rt.hall
         tickets = day_tickets()
         windows = []
@@ -465,11 +473,10 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
             if sup is not None else [],
         }
 
-    @api.get("/api/v1/tickets/{ticket}/timeline")
-    async def timeline(ticket: TicketRef, request: Request) -> dict[str, Any]:
+    @api.get("/api/v1/tickets/{ticket}/timeline", responses=refusals(404))
+    async def timeline(ticket: TicketRef, who: ManagerOrCentral) -> dict[str, Any]:
         """Every journal event of a ticket (by id or today's number), oldest first; a transfer
         links the ticket before and after it."""
-        need(request, "manager", "central")
         t = rt.hall.ticket(ticket.strip().upper(), "/path/ticket")
         ids = {t.id}
         if t.transferred_from:
