@@ -192,6 +192,7 @@ def test_refusals_show_their_message(box: PageBox, chromium: Any, watch: Watch) 
     with watch.tolerate(r"status of 401"):
         staff_login(staff, 2, "S002", "0000")
         expect(staff.locator("#loginMsg")).to_have_text("工号或密码错误")
+    shot(staff, "staff-login")
     staff_login(staff, 2, "S002", "8002")
     expect(staff.locator("#who")).to_contain_text("李娜")
     with watch.tolerate(r"status of 409"):
