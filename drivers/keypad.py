@@ -240,7 +240,7 @@ class KeypadDriver:
             total = 0
             for s in h.window_cfg[window].services:
                 if s.service not in waiting:
-                    waiting[s.service] = len(h.waiting(s.service))
+                    waiting[s.service] = h.waiting_count(s.service)
                 total += waiting[s.service]
             cur = h.current_ticket(window) if w else None
             status = self._status.pop(window, "")

@@ -6,6 +6,7 @@ returns the events that record what it did; the caller persists them with the ch
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from datetime import datetime, timedelta
@@ -49,11 +50,21 @@ class Hall:
         self.staff = {s.id: s for s in config.staff}
         self.day: str | None = None
         self.tickets: dict[str, Ticket] = {}
-        # Every WAITING ticket (plus some that no longer are, dropped when next looked at):
-        # call-next and the waiting lists scan this instead of the whole day's tickets, which
-        # in a 250-window hall was most of the time a call took. A ticket becomes WAITING only
-        # in _new_ticket, reactivate and restore, and each of them adds it here.
-        self._queued: dict[str, Ticket] = {}
+        # The waiting tickets by service, exactly: a ticket enters in _new_ticket, reactivate
+        # and restore, and leaves in _do_call and cancel (a new day empties it). Call-next
+        # looks only at its window's services, and counts are len(): with 250 windows calling
+        # at once, scanning and sorting the day's waiting tickets was most of a call's time.
+        self._queued: dict[str, dict[str, Ticket]] = {}
+        # FIFO heaps of the NORMAL-priority waiting tickets by service: (fifo key, id). An
+        # entry is stale once its ticket left WAITING or its key changed (reactivate pushes a
+        # new one); stale entries are dropped when they reach the top.
+        self._fifo: dict[str, list[tuple[tuple[bool, datetime, int], str]]] = {}
+        # GREEN and APPOINTMENT waiting tickets by service: few, scanned (due-ness moves).
+        self._special: dict[str, dict[str, Ticket]] = {}
+        self._serving: dict[str, list[int]] = {}
+        for n, wc in self.window_cfg.items():
+            for s in wc.services:
+                self._serving.setdefault(s.service, []).append(n)
         self.counters: dict[str, int] = {}
         self.windows: dict[int, WindowState] = {n: WindowState(n) for n in self.window_cfg}
         self.appointments: dict[str, Appointment] = {}
@@ -66,8 +77,10 @@ class Hall:
         """Load persisted state (today's tickets, windows, open appointments)."""
         self.day = day
         self.tickets = {t.id: t for t in tickets if t.day == day}
-        self._queued = {t.id: t for t in self.tickets.values()
-                        if t.state == TicketState.WAITING}
+        self._clear_queued()
+        for t in self.tickets.values():
+            if t.state == TicketState.WAITING:
+                self._enqueue(t)
         self.counters = {}
         for t in self.tickets.values():
             self.counters[t.service] = max(self.counters.get(t.service, 0), t.seq_no)
@@ -129,7 +142,7 @@ class Hall:
         prev = self.day
         self.day = today
         self.tickets = {}
-        self._queued = {}
+        self._clear_queued()
         self.counters = {}
         self.service_ms = {}
         return [DomainEvent("day.opened", {
@@ -150,22 +163,51 @@ class Hall:
         return int(self.services[service].avg_service_minutes * 60_000)
 
     def open_windows_for(self, service: str) -> int:
-        return sum(
-            1 for n, w in self.windows.items()
-            if w.staff and not w.paused and any(s.service == service
-                                                for s in self.window_cfg[n].services))
+        ws = self.windows
+        return sum(1 for n in self._serving.get(service, ())
+                   if ws[n].staff and not ws[n].paused)
 
-    def _waiting_tickets(self) -> list[Ticket]:
-        """The WAITING tickets, in no particular order."""
-        q = self._queued
-        for gone in [k for k, t in q.items() if t.state != TicketState.WAITING]:
-            del q[gone]
-        return list(q.values())
+    # ---- the waiting index -----------------------------------------------------------------
+    def _clear_queued(self) -> None:
+        self._queued = {code: {} for code in self.services}
+        self._fifo = {code: [] for code in self.services}
+        self._special = {code: {} for code in self.services}
+
+    def _enqueue(self, t: Ticket) -> None:
+        self._queued.setdefault(t.service, {})[t.id] = t
+        if t.priority in _PRIORITY_CLASSES:
+            self._special.setdefault(t.service, {})[t.id] = t
+        else:
+            heapq.heappush(self._fifo.setdefault(t.service, []), (self._fifo_key(t), t.id))
+
+    def _dequeue(self, t: Ticket) -> None:
+        """t leaves WAITING (its heap entry goes stale and is dropped at the top)."""
+        self._queued.get(t.service, {}).pop(t.id, None)
+        self._special.get(t.service, {}).pop(t.id, None)
+
+    def _fifo_head(self, service: str) -> Ticket | None:
+        """The first NORMAL-priority waiting ticket of a service, in FIFO order."""
+        heap = self._fifo.get(service)
+        if not heap:
+            return None
+        queued = self._queued.get(service, {})
+        while heap:
+            key, tid = heap[0]
+            t = queued.get(tid)
+            if t is not None and self._fifo_key(t) == key:
+                return t
+            heapq.heappop(heap)
+        return None
+
+    def waiting_count(self, service: str) -> int:
+        return len(self._queued.get(service, ()))
 
     def waiting(self, service: str | None = None) -> list[Ticket]:
-        return sorted(
-            (t for t in self._waiting_tickets() if service is None or t.service == service),
-            key=self._fifo_key)
+        if service is None:
+            tickets = [t for q in self._queued.values() for t in q.values()]
+        else:
+            tickets = list(self._queued.get(service, {}).values())
+        return sorted(tickets, key=self._fifo_key)
 
     def estimate_wait_ms(self, service: str, ahead: int) -> int:
         """People ahead shared over the open windows, times the recent mean service time."""
@@ -234,7 +276,7 @@ class Hall:
                    queued_at=queued_at or now)
         self.counters[service] = n
         self.tickets[t.id] = t
-        self._queued[t.id] = t
+        self._enqueue(t)
         self.dirty.tickets[t.id] = t
         return t
 
@@ -251,7 +293,9 @@ class Hall:
                               subject)
 
     def _issued_event(self, t: Ticket) -> DomainEvent:
-        ahead = sum(1 for x in self.waiting(t.service) if self._fifo_key(x) < self._fifo_key(t))
+        key = self._fifo_key(t)
+        ahead = sum(1 for x in self._queued.get(t.service, {}).values()
+                    if self._fifo_key(x) < key)
         return DomainEvent("ticket.issued", {
             **self._tref(t), "priority": t.priority.value, "source": t.source.value,
             "ahead": ahead, "est_wait_ms": self.estimate_wait_ms(t.service, ahead),
@@ -407,30 +451,36 @@ class Hall:
         now = self.clock.now()
         w = self.windows[window]
         weights = {s.service: s.weight for s in self.window_cfg[window].services}
-        cands = [t for t in self._waiting_tickets() if t.service in weights]
-        if not cands:
+        appointment: list[Ticket] = []
+        green: list[Ticket] = []
+        heads: dict[str, Ticket] = {}  # each service's first "normal"-class ticket
+        for service in weights:
+            head = self._fifo_head(service)
+            for t in self._special.get(service, {}).values():
+                cls = self.classify(t, now)
+                if cls == "appointment":
+                    appointment.append(t)
+                elif cls == "green":
+                    green.append(t)
+                elif head is None or self._fifo_key(t) < self._fifo_key(head):
+                    head = t  # an appointment not yet due waits as normal
+            if head is not None:
+                heads[service] = head
+        if not heads and not appointment and not green:
             return None, "empty"
-        by_class: dict[str, list[Ticket]] = {"appointment": [], "green": [], "normal": []}
-        for t in cands:
-            by_class[self.classify(t, now)].append(t)
-        normal = by_class["normal"]
-        if normal and (by_class["appointment"] or by_class["green"]) \
+        if heads and (appointment or green) \
                 and w.priority_streak >= self.policy.priority_streak_cap:
-            return self._pick_weighted(normal, weights, now), "starvation_cap"
-        if by_class["appointment"]:
-            return min(by_class["appointment"],
+            return self._pick_weighted(heads, weights, now), "starvation_cap"
+        if appointment:
+            return min(appointment,
                        key=lambda t: (t.slot_start, *self._fifo_key(t))), "appointment"
-        if by_class["green"]:
-            return min(by_class["green"], key=self._fifo_key), "green"
-        return self._pick_weighted(normal, weights, now), "fifo"
+        if green:
+            return min(green, key=self._fifo_key), "green"
+        return self._pick_weighted(heads, weights, now), "fifo"
 
-    def _pick_weighted(self, tickets: list[Ticket], weights: dict[str, float],
+    def _pick_weighted(self, heads: dict[str, Ticket], weights: dict[str, float],
                        now: datetime) -> Ticket:
-        heads: dict[str, Ticket] = {}
-        for t in tickets:
-            h = heads.get(t.service)
-            if h is None or self._fifo_key(t) < self._fifo_key(h):
-                heads[t.service] = t
+        """Among the services' first tickets: the longest weighted wait."""
 
         def score(t: Ticket) -> tuple[int, float, datetime, int]:
             waited = max(0.0, (now - t.queued_at).total_seconds())
@@ -462,6 +512,7 @@ class Hall:
         t.state = TicketState.CALLED
         t.window, t.staff, t.called_at = w.number, w.staff, now
         t.front = False
+        self._dequeue(t)
         w.current = t.id
         self.dirty.tickets[t.id] = t
         self.dirty.windows.add(w.number)
@@ -469,7 +520,7 @@ class Hall:
             **self._tref(t), "window": w.number, "staff": w.staff, "priority": t.priority.value,
             "class": cls, "rule": rule, "reason": reason,
             "wait_ms": _ms(now - t.queued_at),
-            "waiting_left": len(self.waiting(t.service)),
+            "waiting_left": self.waiting_count(t.service),
         })]
 
     def call_next(self, window: int, staff: str | None = None) -> tuple[Ticket | None,
@@ -535,7 +586,7 @@ class Hall:
                               f"{self.policy.no_show_reactivate_minutes} minutes ago",
                               "ticket")
         t.state, t.front = TicketState.WAITING, True
-        self._queued[t.id] = t
+        self._enqueue(t)
         t.window = t.staff = t.called_at = t.no_show_at = None
         t.recalls = 0
         self.dirty.tickets[t.id] = t
@@ -603,6 +654,7 @@ class Hall:
                               f"only a waiting ticket can be cancelled; {t.number} is "
                               f"{t.state.value}", "ticket")
         t.state, t.end_reason = TicketState.CANCELLED, reason
+        self._dequeue(t)
         self.dirty.tickets[t.id] = t
         return [DomainEvent("ticket.cancelled", {**self._tref(t), "reason": reason})]
 
@@ -627,7 +679,7 @@ class Hall:
             })
         services = []
         for code, s in self.services.items():
-            waiting = len(self.waiting(code))
+            waiting = self.waiting_count(code)
             services.append({
                 "service": code, "name": s.name, "prefix": s.prefix, "waiting": waiting,
                 "est_wait_ms": self.estimate_wait_ms(code, waiting),
