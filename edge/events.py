@@ -51,6 +51,21 @@ def seal(
     prev_hash: str, event_id: str | None = None,
 ) -> dict[str, Any]:
     """Build a full envelope, hash included."""
+    return seal_canonical(seq=seq, ts=ts, site=site, box=box, type_=type_, data=data,
+                          prev_hash=prev_hash, event_id=event_id)[0]
+
+
+def seal_canonical(
+    *, seq: int, ts: datetime, site: str, box: str, type_: str, data: dict[str, Any],
+    prev_hash: str, event_id: str | None = None,
+) -> tuple[dict[str, Any], bytes]:
+    """The envelope and its canonical_json, serialising `data` once.
+
+    Sorted, the envelope's keys are box, data | hash | id, prev_hash, seq, site, ts, type: the
+    hashed body is the two halves joined, and the stored text is the same with `"hash":"…"`
+    between them (a hex digest needs no escaping). Byte-identical to canonical_json(env) and
+    event_hash (tests/test_events_canonical.py); the writer thread did both in full per event.
+    """
     env: dict[str, Any] = {
         "id": event_id or uuid7(),
         "seq": seq,
@@ -61,5 +76,9 @@ def seal(
         "data": data,
         "prev_hash": prev_hash,
     }
-    env["hash"] = event_hash(env)
-    return env
+    head = canonical_json({"box": box, "data": data})[:-1]
+    tail = canonical_json({"id": env["id"], "prev_hash": prev_hash, "seq": seq, "site": site,
+                           "ts": env["ts"], "type": type_})[1:]
+    digest = hashlib.sha256(b"".join((head, b",", tail))).hexdigest()
+    env["hash"] = digest
+    return env, b"".join((head, b',"hash":"', digest.encode("ascii"), b'",', tail))

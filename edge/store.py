@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.domain.model import Appointment, DomainEvent, Ticket, WindowState
-from edge.events import GENESIS_HASH, canonical_json, seal
+from edge.events import GENESIS_HASH, seal_canonical
 from edge.migrations import migrate
 
 log = logging.getLogger(__name__)
@@ -207,13 +207,14 @@ class Store:
                     sealed: list[dict[str, Any]] = []
                     for ev in job.events:
                         seq += 1
-                        env = seal(seq=seq, ts=job.now, site=self.site, box=self.box,
-                                   type_=ev.type, data=ev.data, prev_hash=prev)
+                        env, text = seal_canonical(seq=seq, ts=job.now, site=self.site,
+                                                   box=self.box, type_=ev.type, data=ev.data,
+                                                   prev_hash=prev)
                         db.execute(
                             "INSERT INTO journal(seq, id, ts, type, prev_hash, hash, envelope)"
                             " VALUES (?,?,?,?,?,?,?)",
                             (seq, env["id"], env["ts"], env["type"], prev, env["hash"],
-                             canonical_json(env).decode("utf-8")))
+                             text.decode("utf-8")))
                         db.execute("INSERT INTO outbox(seq, queued_at) VALUES (?, ?)",
                                    (seq, env["ts"]))
                         prev = env["hash"]
