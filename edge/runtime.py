@@ -82,6 +82,11 @@ class HallRuntime:
         self.ignore_hours = ignore_hours
         self._lock = threading.RLock()
         self.loop: asyncio.AbstractEventLoop | None = None
+        # Committed completions waiting for their loop, in commit order: one wake-up of the
+        # loop per group, not per operation (a wake-up is a write to the loop's self-pipe,
+        # and each one made the writer thread give up and retake the GIL).
+        self._ready: dict[asyncio.AbstractEventLoop, list[Completion]] = {}
+        self._ready_lock = threading.Lock()
         # Called after memory was reloaded from disk (a failed commit): services that keep
         # their own state beside the hall's (the rating desk) reload theirs.
         self.reload_listeners: list[Callable[[], None]] = []
@@ -213,13 +218,33 @@ class HallRuntime:
             done.sealed, done.error = sealed, exc
             done.durable.set()
             if loop is not None and not loop.is_closed():
-                try:
-                    loop.call_soon_threadsafe(self._deliver, done)
-                except RuntimeError:
-                    pass  # the loop closed meanwhile: nobody left to tell
+                self._hand_to_loop(loop, done)
 
         self.store.submit(Job(events, h.local(), state, writes, finished))
         return done
+
+    def _hand_to_loop(self, loop: asyncio.AbstractEventLoop, done: Completion) -> None:
+        """The writer thread: queue `done` for its loop; wake the loop only if not yet woken."""
+        with self._ready_lock:
+            pending = self._ready.get(loop)
+            if pending is not None:
+                pending.append(done)
+                return
+            self._ready[loop] = [done]
+        try:
+            loop.call_soon_threadsafe(self._deliver_ready, loop)
+        except RuntimeError:  # the loop closed meanwhile: nobody left to tell
+            with self._ready_lock:
+                self._ready.pop(loop, None)
+
+    def _deliver_ready(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._ready_lock:
+            ready = self._ready.pop(loop, [])
+        for done in ready:
+            try:
+                self._deliver(done)
+            except Exception:  # as a failing callback would have: the others still go
+                log.exception("delivering a commit failed")
 
     def _deliver(self, done: Completion) -> None:
         # The caller's wake-up is scheduled first, then subscribers run (synchronously, now):

@@ -147,3 +147,44 @@ def test_device_events_are_queued_without_waiting_and_flush_makes_them_durable(
 
     asyncio.run(main())
     assert len(runtime.store.events_after(0, 1000, ["display.message"])) == 50
+
+
+def test_a_group_is_published_in_commit_order_with_one_wake_up_of_the_loop(
+        runtime: HallRuntime) -> None:
+    """Operations committed together reach subscribers in seq order, each caller after its
+    own events were published, and the writer wakes the loop once per group, not per job."""
+    seen: list[int] = []
+    runtime.bus.subscribe("t", lambda env: seen.append(env["seq"]))
+    gate = threading.Event()
+    wakeups = 0
+
+    async def main() -> list[tuple[int, list[int]]]:
+        nonlocal wakeups
+        loop = asyncio.get_running_loop()
+        runtime.attach(loop)
+        real = loop.call_soon_threadsafe
+
+        def counting(cb, *args, **kw):  # type: ignore[no-untyped-def]
+            nonlocal wakeups
+            wakeups += 1
+            return real(cb, *args, **kw)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        runtime.store.write(lambda _db: gate.wait(5))  # the next 40 queue into one group
+
+        async def take() -> tuple[int, list[int]]:
+            t = await runtime.run(lambda h: h.issue("SHMS"))
+            env = next(e for e in runtime.store.events_after(0, 1000, ["ticket.issued"])
+                       if e["data"]["ticket"] == t.id)
+            return env["seq"], list(seen)
+
+        tasks = [asyncio.ensure_future(take()) for _ in range(40)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        return await asyncio.gather(*tasks)
+
+    answers = asyncio.run(main())
+    assert seen == sorted(seen) and len(seen) == 40
+    for seq, seen_then in answers:
+        assert seq in seen_then, "a caller continued before its event was published"
+    assert wakeups < 40, f"{wakeups} wake-ups for 40 operations committed together"
