@@ -203,6 +203,32 @@ class Store:
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
+                # Rows of the whole group go in one executemany per table, not one call into
+                # sqlite per row and table (the writer holds the GIL against the loop), in job
+                # order, written before any job's own writes run and at the end.
+                journal: list[tuple[Any, ...]] = []
+                outbox: list[tuple[int, str]] = []
+                tickets: list[Any] = []
+                windows: list[Any] = []
+                appointments: list[Any] = []
+                meta: list[Any] = []
+
+                def put() -> None:
+                    for sql, rows in (
+                            ("INSERT INTO journal(seq, id, ts, type, prev_hash, hash, envelope)"
+                             " VALUES (?,?,?,?,?,?,?)", journal),
+                            ("INSERT INTO outbox(seq, queued_at) VALUES (?, ?)", outbox),
+                            ("INSERT OR REPLACE INTO tickets(id, day, service, number, state,"
+                             " doc) VALUES (?,?,?,?,?,?)", tickets),
+                            ("INSERT OR REPLACE INTO windows(number, doc) VALUES (?, ?)",
+                             windows),
+                            ("INSERT OR REPLACE INTO appointments(code, state, doc)"
+                             " VALUES (?,?,?)", appointments),
+                            ("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", meta)):
+                        if rows:
+                            db.executemany(sql, rows)
+                            rows.clear()
+
                 for job in batch:
                     sealed: list[dict[str, Any]] = []
                     for ev in job.events:
@@ -210,34 +236,22 @@ class Store:
                         env, text = seal_canonical(seq=seq, ts=job.now, site=self.site,
                                                    box=self.box, type_=ev.type, data=ev.data,
                                                    prev_hash=prev)
-                        db.execute(
-                            "INSERT INTO journal(seq, id, ts, type, prev_hash, hash, envelope)"
-                            " VALUES (?,?,?,?,?,?,?)",
-                            (seq, env["id"], env["ts"], env["type"], prev, env["hash"],
-                             text.decode("utf-8")))
-                        db.execute("INSERT INTO outbox(seq, queued_at) VALUES (?, ?)",
-                                   (seq, env["ts"]))
+                        journal.append((seq, env["id"], env["ts"], env["type"], prev,
+                                        env["hash"], text.decode("utf-8")))
+                        outbox.append((seq, env["ts"]))
                         prev = env["hash"]
                         sealed.append(env)
                     st = job.state
-                    if st.tickets:
-                        db.executemany(
-                            "INSERT OR REPLACE INTO tickets(id, day, service, number, state, doc)"
-                            " VALUES (?,?,?,?,?,?)", st.tickets)
-                    if st.windows:
-                        db.executemany(
-                            "INSERT OR REPLACE INTO windows(number, doc) VALUES (?, ?)",
-                            st.windows)
-                    if st.appointments:
-                        db.executemany(
-                            "INSERT OR REPLACE INTO appointments(code, state, doc)"
-                            " VALUES (?,?,?)", st.appointments)
-                    if st.meta:
-                        db.executemany(
-                            "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", st.meta)
-                    for w in job.writes:
-                        w(db)
+                    tickets += st.tickets
+                    windows += st.windows
+                    appointments += st.appointments
+                    meta += st.meta
+                    if job.writes:
+                        put()
+                        for w in job.writes:
+                            w(db)
                     sealed_per_job.append(sealed)
+                put()
             except BaseException:
                 db.execute("ROLLBACK")
                 raise

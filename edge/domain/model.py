@@ -48,6 +48,9 @@ def _parse_dt(v: str | None) -> datetime | None:
     return datetime.fromisoformat(v) if v else None
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 class _Doc:
     """Round-trip to a JSON-able dict for the store; datetimes as ISO strings."""
 
@@ -58,7 +61,11 @@ class _Doc:
         # document as dataclasses.asdict, which deep-copies each datetime and enum: that was
         # most of the loop's time per operation in a 250-window hall (the state of each
         # operation is serialised on the loop for the store's writer).
-        d = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        names = _FIELDS.get(type(self))
+        if names is None:  # dataclasses.fields() per call was a third of this method's time
+            names = _FIELDS[type(self)] = tuple(
+                f.name for f in fields(self))  # type: ignore[arg-type]
+        d = {n: getattr(self, n) for n in names}
         for k in self._times:
             d[k] = _dt(d[k])
         return d
