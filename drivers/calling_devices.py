@@ -17,7 +17,7 @@ from drivers.sim.keypad import KeypadBusSim
 from drivers.sim.printer import PrinterSim
 from drivers.sim.usb_printer import UsbPrinterSim
 from drivers.usb_transport import parse_usb
-from drivers.voice import AplaySpeaker, VoiceDriver, WavSink
+from drivers.voice import AplaySpeaker, BoardAnnouncer, VoiceDriver, WavSink
 
 if TYPE_CHECKING:
     from edge.assembly import BoxContext
@@ -45,7 +45,13 @@ class _Sims:
 
 def build(ctx: BoxContext) -> list[Any]:
     dev = ctx.runtime.config.devices
-    if dev is None or not ctx.devices:
+    if not ctx.devices:
+        return []
+    v = dev.voice if dev is not None and dev.voice else None
+    ctx.services.announcer = BoardAnnouncer(ctx.data_dir / "voice-board",
+                                            voice=v.voice if v else "cmn",
+                                            speed=v.speed if v else 175)
+    if dev is None:
         return []
     rt = ctx.runtime
     comps: list[Any] = []

@@ -142,6 +142,16 @@ class WavSink:
                 self.played[-self.keep - 1][2].unlink()
 
 
+class BoardAnnouncer:
+    """The hall's call sentences as WAV files for a web board that plays them (small cache)."""
+
+    def __init__(self, cache_dir: Path, voice: str = "cmn", speed: int = 175) -> None:
+        self.synth = Synth(cache_dir, voice=voice, speed=speed, size=64)
+
+    async def wav(self, number: str, window: int) -> Path:
+        return await self.synth.wav(sentence(number, window))
+
+
 class Synth:
     """espeak-ng to WAV files, cached by sentence."""
 

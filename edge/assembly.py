@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from edge.announcements import Announcer
 from edge.clock import Clock
 from edge.config import HallConfig
 from edge.health import DeviceHealth
@@ -61,6 +62,7 @@ class HallServices:
     sensors: dict[str, FingerprintSensor] = field(default_factory=dict)  # by sensor id
     # Central commands by name (edge.link.commands.builtin_commands plus what features add).
     commands: dict[str, Handler] = field(default_factory=dict)
+    announcer: Announcer | None = None  # the box's own call announcements, for web boards
     supervision: Supervision | None = None  # attendance, alerts, spot checks (issue 12)
 
     def sensor_at(self, window: int) -> FingerprintSensor | None:

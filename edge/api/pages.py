@@ -376,25 +376,18 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
         rt.tick()
         return feed().view()
 
-    synths: list[Any] = []
-
     @api.get("/api/v1/hall-board/announcement/{seq}.wav", response_class=Response,
              responses={200: {"content": {"audio/wav": {}}}, **refusals(404, 503)})
     async def announcement(seq: Annotated[int, PathParam(ge=1, le=2**53)]) -> Response:
         """The box's own announcement of a recent call (espeak-ng, as the hall's speakers say
         it), for a board that plays them. Only the recent calls: nothing else is synthesised."""
-        from drivers.voice import Synth, sentence
-
         call = next((c for c in feed().calls if c["seq"] == seq), None)
         if call is None:
             raise HTTPException(404, f"no recent call with seq {seq}")
-        if not synths:
-            dev = rt.config.devices
-            v = dev.voice if dev and dev.voice else None
-            synths.append(Synth(Path(rt.data_dir) / "voice-board", voice=v.voice if v else "cmn",
-                                speed=v.speed if v else 175, size=64))
+        if services.announcer is None:
+            raise HTTPException(503, "no voice on this box: it runs without devices")
         try:
-            wav = await synths[0].wav(sentence(call["number"], call["window"]))
+            wav = await services.announcer.wav(call["number"], call["window"])
         except RuntimeError as e:
             raise HTTPException(503, f"no voice on this box: {e}") from None
         return FileResponse(wav, media_type="audio/wav")
