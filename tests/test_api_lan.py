@@ -25,7 +25,7 @@ from edge.api.app import create_app
 from edge.api.serve import AcceptErrors, connection_cap, server_config
 from edge.assembly import HallServices
 from edge.runtime import HallRuntime
-from tests.supervision_fixtures import free_port, journal
+from tests.supervision_fixtures import check_schema, free_port, journal
 
 ROOT = Path(__file__).resolve().parents[1]
 MANAGER = {"authorization": "Bearer demo-manager-token"}
@@ -141,6 +141,50 @@ def test_anonymous_tickets_are_bounded_paired_kiosks_are_not(client: TestClient,
     # the clock moves on: the address may take tickets again
     runtime.clock.advance(minutes=11)  # type: ignore[attr-defined]
     assert client.post("/api/v1/tickets", json={"service": "SHMS"}).status_code == 201
+
+
+# ---- refusals a supervisor should know about: lan.limited ---------------------------------
+def test_a_flood_of_refusals_is_one_event_per_address_per_window(runtime: HallRuntime) -> None:
+    app = create_app(runtime)
+
+    async def flood(address: str, n: int) -> list[int]:
+        transport = httpx.ASGITransport(app=app, client=(address, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url=LOCAL) as c:
+            return [(await c.post("/api/v1/tickets", json={"service": "SHMS"})).status_code
+                    for _ in range(n)]
+
+    before = {e["seq"] for e in journal(runtime)}
+    issued = runtime.hall.counters.get("SHMS", 0)
+    assert asyncio.run(flood("10.0.0.5", 40)) == [201] * 6 + [429] * 34
+    assert asyncio.run(flood("10.0.0.6", 40)) == [201] * 6 + [429] * 34
+    limited = journal(runtime, "lan.limited")
+    assert [(e["data"]["what"], e["data"]["client"], e["data"]["count"], e["data"]["window_s"])
+            for e in limited] == [("tickets", "10.0.0.5", 6, 600), ("tickets", "10.0.0.6", 6, 600)]
+    for e in limited:
+        check_schema(e)
+    # nothing else changed: the same tickets and only their events besides the two notices
+    assert runtime.hall.counters["SHMS"] == issued + 12
+    new = [e["type"] for e in journal(runtime) if e["seq"] not in before]
+    assert sorted(set(new)) == ["lan.limited", "ticket.issued"] and new.count("ticket.issued") == 12
+    # the window ran out: limited again is a new window, so one more event per address
+    runtime.clock.advance(minutes=11)  # type: ignore[attr-defined]
+    assert asyncio.run(flood("10.0.0.5", 10)) == [201] * 6 + [429] * 4
+    assert [e["data"]["client"] for e in journal(runtime, "lan.limited")] == [
+        "10.0.0.5", "10.0.0.6", "10.0.0.5"]
+
+
+def test_login_floods_are_one_event_per_address(client: TestClient,
+                                                runtime: HallRuntime) -> None:
+    for i in range(20):
+        assert pin_login(client, f"X{i:03d}", "0000").status_code == 401
+    for _ in range(15):
+        problem(pin_login(client, "S001", "8001"), 429, "too-many-logins")
+    limited = journal(runtime, "lan.limited")
+    assert len(limited) == 1
+    assert {k: limited[0]["data"][k] for k in ("what", "client", "count", "window_s")} == {
+        "what": "logins", "client": "testclient", "count": 20, "window_s": 60}
+    check_schema(limited[0])
+    assert len(journal(runtime, "staff.login_failed")) == 20  # the failures, as before
 
 
 # ---- bodies, seqs, idempotency, tokens, hosts ---------------------------------------------
@@ -263,8 +307,15 @@ def test_evaluator_guesses_are_limited_across_connections(runtime: HallRuntime,
                 with pytest.raises(websockets.ConnectionClosed) as closed:
                     await asyncio.wait_for(ws.recv(), 10)
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+            for _ in range(3):  # guessing on: still one event for the address
+                async with websockets.connect(url) as ws:
+                    assert (await tablet_login(ws, 2, "x"))["code"] == "too-many-failures"
 
     asyncio.run(scenario())
+    limited = journal(runtime, "lan.limited")
+    assert [(e["data"]["what"], e["data"]["client"], e["data"]["count"]) for e in limited] == [
+        ("evaluator-token", "127.0.0.1", 10)]
+    check_schema(limited[0])
 
 
 def test_one_live_connection_per_tablet_the_newest_wins(runtime: HallRuntime,

@@ -1,7 +1,9 @@
 """Guards against a hostile hall LAN: PIN guessing, ticket draining, evaluator token guessing.
 
 In memory, bounded (edge.api.limits.RateWindow). What a supervisor should know is an event:
-each failed PIN login (`staff.login_failed`) and each lock (`staff.locked`), never the PIN.
+each failed PIN login (`staff.login_failed`) and each lock (`staff.locked`), never the PIN;
+a client address that starts being limited (`lan.limited`), once per limiter window, not once
+per refused request.
 """
 
 from __future__ import annotations
@@ -25,6 +27,36 @@ from edge.runtime import HallRuntime
 _ph = PasswordHasher()
 
 
+class LimitNotices:
+    """`lan.limited` once per client address when it starts being limited, and again only
+    after that limit ran out: a flood of refused requests is one event, not thousands."""
+
+    def __init__(self, rt: HallRuntime, what: str, count: int, window_s: float) -> None:
+        self.rt = rt
+        self.what = what
+        self.count = count
+        self.window_s = window_s
+        self.until: OrderedDict[str, float] = OrderedDict()  # client -> limited until
+        self.posted = 0
+
+    def refused(self, client: str, wait: int) -> None:
+        now = self.rt.clock.now().timestamp()
+        until = self.until.get(client)
+        if until is not None and until > now:
+            return  # already told for this window
+        self.until.pop(client, None)
+        self.until[client] = now + wait
+        while len(self.until) > MAX_KEYS:
+            self.until.popitem(last=False)
+        self.posted += 1
+        # Queued, not awaited: the refusal answers at once; the event is durable shortly.
+        self.rt.post([DomainEvent("lan.limited", {
+            "what": self.what, "client": client[:64], "count": self.count,
+            "window_s": self.window_s,
+            "until": rfc3339(self.rt.hall.local(self.rt.clock.now()
+                                                + timedelta(seconds=wait)))})])
+
+
 class LoginGuard:
     """Per staff id: `max_failures` wrong PINs in a row lock it for `lock_minutes` (unknown ids
     too, so a lock tells nothing about which ids exist). Per client address: a rate. PIN checks
@@ -35,6 +67,7 @@ class LoginGuard:
         self.rt = rt
         self.cfg = cfg.logins
         self.addresses = RateWindow(self.cfg.per_address_per_minute, 60, rt.clock)
+        self.notices = LimitNotices(rt, "logins", self.cfg.per_address_per_minute, 60)
         self.failures: OrderedDict[str, int] = OrderedDict()
         self.locked_until: dict[str, float] = {}
         self._dummy: str | None = None
@@ -45,6 +78,7 @@ class LoginGuard:
     def before(self, staff_id: str, address: str) -> None:
         wait = self.addresses.retry_after(address)
         if wait is not None:
+            self.notices.refused(address, wait)
             raise Refusal(429, "too-many-logins", f"too many login attempts from {address}; "
                           f"try again in {wait} s", headers={"Retry-After": str(wait)})
         self.addresses.hit(address)
@@ -104,10 +138,13 @@ class TicketGuard:
         self.cfg = cfg.tickets
         self.window = RateWindow(self.cfg.anonymous_per_address, self.cfg.per_minutes * 60,
                                  rt.clock)
+        self.notices = LimitNotices(rt, "tickets", self.cfg.anonymous_per_address,
+                                    self.cfg.per_minutes * 60)
 
     def before(self, address: str) -> None:
         wait = self.window.retry_after(address)
         if wait is not None:
+            self.notices.refused(address, wait)
             raise Refusal(429, "too-many-tickets", f"{self.cfg.anonymous_per_address} "
                           f"tickets per {self.cfg.per_minutes:g} min from one address; please "
                           f"use a kiosk, or try again in {wait} s",
@@ -124,13 +161,18 @@ class EvaluatorGuard:
         lim = cfg.limits
         self.window = RateWindow(lim.evaluator_failures, lim.evaluator_per_minutes * 60,
                                  rt.clock)
+        self.notices = LimitNotices(rt, "evaluator-token", lim.evaluator_failures,
+                                    lim.evaluator_per_minutes * 60)
 
     def retry_after(self, address: str, window: Any) -> int | None:
         waits = [self.window.retry_after(f"a:{address}")]
         if isinstance(window, int):
             waits.append(self.window.retry_after(f"w:{window}"))
         found = [w for w in waits if w is not None]
-        return max(found) if found else None
+        if not found:
+            return None
+        self.notices.refused(address, max(found))
+        return max(found)
 
     def failed(self, address: str, window: Any) -> None:
         self.window.hit(f"a:{address}")
