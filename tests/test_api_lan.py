@@ -370,3 +370,56 @@ def test_connections_are_capped_below_the_file_limit(runtime: HallRuntime) -> No
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.read(ROOT / "systemd" / "hallbox.service")
     assert int(unit["Service"]["LimitNOFILE"]) > runtime.config.api.limits.max_connections
+
+
+def test_requests_in_flight_are_capped_with_a_problem(hall_config: Any, clock: Any,
+                                                      tmp_path: Path) -> None:
+    from edge.api.serve import request_cap
+    from edge.config.api import RequestLimits
+
+    limits = RequestLimits(max_requests=2, max_connections=10)
+    api = hall_config.api.model_copy(update={"limits": limits})
+    rt = HallRuntime.open(hall_config.model_copy(update={"api": api}), tmp_path / "capped",
+                          clock=clock)
+    rt.tick()
+    # the app's cap is below uvicorn's, so the box answers before uvicorn's plain text does
+    assert request_cap(api) == 2 < connection_cap(api)
+
+    async def scenario() -> None:
+        async with served(rt) as at, httpx.AsyncClient(base_url=f"http://{at}",
+                                                       timeout=10) as http:
+            async with http.stream("GET", "/api/v1/board/stream") as one, \
+                    http.stream("GET", "/api/v1/board/stream") as two:
+                assert one.status_code == two.status_code == 200
+                r = await http.get("/healthz")
+                body = problem(r, 503, "too-many-requests-in-flight")
+                assert "at most 2 requests at once" in body["detail"]
+                assert body["instance"] == "/healthz"
+                assert int(r.headers["retry-after"]) > 0
+                # a refused POST takes nothing: no ticket
+                problem(await http.post("/api/v1/tickets", json={"service": "SHMS"}), 503,
+                        "too-many-requests-in-flight")
+            # the streams ended: served again
+            for _ in range(100):
+                r = await http.get("/healthz")
+                if r.status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+            assert r.status_code == 200
+            assert (await http.post("/api/v1/tickets", json={"service": "SHMS"})).status_code \
+                == 201
+
+    try:
+        asyncio.run(scenario())
+        assert len(journal(rt, "ticket.issued")) == 1
+    finally:
+        rt.close()
+
+
+def test_the_request_cap_must_be_below_the_connection_cap() -> None:
+    from pydantic import ValidationError
+
+    from edge.config.api import RequestLimits
+
+    with pytest.raises(ValidationError, match=r"max_requests .* must be below max_connections"):
+        RequestLimits(max_requests=10, max_connections=10)

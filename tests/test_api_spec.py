@@ -48,6 +48,9 @@ def test_spec_declares_bearer_roles_and_problems(client: TestClient) -> None:
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
             assert "x-roles" in op, (method, path)
+            # every operation may meet the request cap (edge.api.limits.RequestCap)
+            assert "Retry-After" in op["responses"]["503"]["headers"], (method, path)
+            assert "max_requests" in op["responses"]["503"]["description"]
             for status, resp in op["responses"].items():
                 if int(status) >= 400:
                     assert list(resp["content"]) == ["application/problem+json"], \

@@ -27,7 +27,8 @@ from edge.api import (
 )
 from edge.api.deps import ApiContext
 from edge.api.guards import Guards
-from edge.api.limits import BodyLimit, HostAllowlist, own_hosts
+from edge.api.limits import BodyLimit, HostAllowlist, RequestCap, own_hosts
+from edge.api.serve import request_cap
 from edge.api.streams import StreamHub
 from edge.assembly import HallServices
 from edge.resources import ui_dir
@@ -52,9 +53,11 @@ def create_app(rt: HallRuntime, services: HallServices | None = None) -> FastAPI
     pages_api = pages.install(app, rt, services)
     spec.install(app, [*(area.router for area in ROUTERS), pages_api])
     api = rt.config.api
-    # Added last is outermost: the Host check first, then the body limit, before any parsing.
+    # Added last is outermost: the request cap first (the cheapest refusal when busy), then
+    # the Host check, then the body limit, before any parsing.
     app.add_middleware(BodyLimit, max_bytes=api.limits.max_body_bytes)
     app.add_middleware(HostAllowlist, allowed=own_hosts(api.allowed_hosts, api.host))
+    app.add_middleware(RequestCap, cap=request_cap(api))
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

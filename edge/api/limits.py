@@ -132,6 +132,41 @@ class BodyLimit:
             await send(msg)
 
 
+class RequestCap:
+    """At most `cap` HTTP requests in flight (the live streams included); one more gets a 503
+    problem+json saying why, with Retry-After, instead of uvicorn's plain-text 503 at its own
+    connection cap (which stays above this one: edge.api.serve.request_cap)."""
+
+    def __init__(self, app: ASGIApp, cap: int, retry_after_s: int = 2) -> None:
+        self.app = app
+        self.cap = cap
+        self.retry_after = retry_after_s
+        self.in_flight = 0
+        self.most = 0
+        self.refused = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.cap:
+            self.refused += 1
+            for msg in send_problem(
+                    503, "too-many-requests-in-flight",
+                    f"this box serves at most {self.cap} requests at once (live streams "
+                    f"included) and is at that limit; try again in {self.retry_after} s",
+                    scope.get("path", ""),
+                    [(b"retry-after", str(self.retry_after).encode())]):
+                await send(msg)
+            return
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
 class TooLarge(HTTPException):
     pass
 

@@ -3,7 +3,9 @@
 - `ws_max_size`: a WebSocket frame over the limit is refused by the server before it is
   buffered (the evaluator's own 4 KB check comes after);
 - `limit_concurrency`: connections beyond the cap get 503 from uvicorn instead of taking file
-  descriptors until accept() fails; the cap stays below the process's file limit;
+  descriptors until accept() fails; the cap stays below the process's file limit; requests in
+  flight are capped lower by the app itself (edge.api.limits.RequestCap, `request_cap`), so a
+  refusal is normally the box's 503 problem+json, not uvicorn's plain text;
 - accept errors (out of file descriptors) are logged once, and once more when accepting works
   again, not once per attempt.
 """
@@ -29,6 +31,14 @@ def connection_cap(api: ApiSection) -> int:
     if soft == resource.RLIM_INFINITY:
         return api.limits.max_connections
     return max(10, min(api.limits.max_connections, soft - FD_RESERVE))
+
+
+def request_cap(api: ApiSection) -> int:
+    """edge.api.limits.RequestCap's cap: [api.limits] max_requests, and below uvicorn's
+    connection cap by a margin (idle keep-alive connections count there, not here), so the
+    box answers its own 503 problem+json before uvicorn's plain-text one."""
+    conns = connection_cap(api)
+    return max(2, min(api.limits.max_requests, conns - max(8, conns // 10)))
 
 
 def server_config(app: Any, api: ApiSection, host: str, port: int, **kw: Any) -> uvicorn.Config:

@@ -111,8 +111,16 @@ def _document(op: dict[str, Any], route: APIRoute) -> None:
     if route.dependant.body_params:
         add.add(413)  # edge.api.limits.BodyLimit, before parsing
     add.add(421)  # edge.api.limits.HostAllowlist
+    add.add(503)  # edge.api.limits.RequestCap: too many requests in flight
     for status in add:
         responses.setdefault(str(status), {"description": TITLES[status]})
+    if "503" in responses and "Retry-After" not in responses["503"].get("headers", {}):
+        responses["503"]["description"] += (
+            "; also when the box serves its limit of requests at once ([api.limits] "
+            "max_requests, live streams included): try again after Retry-After seconds")
+        responses["503"]["headers"] = {"Retry-After": {
+            "description": "seconds to wait before trying again",
+            "schema": {"type": "integer", "minimum": 1}}}
     for status, resp in responses.items():
         if status.isdigit() and int(status) >= 400:
             resp["content"] = {PROBLEM: {"schema": PROBLEM_REF}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from edge.config.base import Strict
 
@@ -49,11 +49,22 @@ class RequestLimits(Strict):
     """[api.limits]: what one request or connection may hold."""
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
     ws_max_bytes: int = Field(default=16 * 1024, ge=1024, le=16 * 1024 * 1024)
-    # Open connections the server serves at once (503 beyond); keep below the file limit.
+    # Open connections the server serves at once (uvicorn's plain-text 503 beyond); keep
+    # below the file limit.
     max_connections: int = Field(default=2000, ge=10, le=1_000_000)
+    # HTTP requests in flight at once, the live streams included (503 problem+json beyond).
+    # Below max_connections, so a refusal says what and why before uvicorn's hard cap.
+    max_requests: int = Field(default=1500, ge=2, le=1_000_000)
     # Failed evaluator token guesses per client address and per window, over connections.
     evaluator_failures: int = Field(default=10, ge=1, le=10_000)
     evaluator_per_minutes: float = Field(default=10, gt=0, le=24 * 60)
+
+    @model_validator(mode="after")
+    def _requests_below_connections(self) -> RequestLimits:
+        if self.max_requests >= self.max_connections:
+            raise ValueError(f"max_requests ({self.max_requests}) must be below "
+                             f"max_connections ({self.max_connections})")
+        return self
 
 
 class ApiSection(Strict):
