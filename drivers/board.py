@@ -68,7 +68,8 @@ class BoardDriver:
         self._unanswered: dict[tuple[str, int], float] = {}
         self._silent: set[str] = set()
         self._watch: asyncio.Task[None] | None = None
-        # Notices from the central room (display.message): board id -> (text, expiry timer).
+        # Notices (display.message, the central room's or the manager's): board id -> (text,
+        # expiry timer).
         self._notices: dict[str, tuple[str, asyncio.TimerHandle]] = {}
         for bus_id in {b.bus for b in boards}:
             bus = buses[bus_id]
@@ -114,14 +115,16 @@ class BoardDriver:
     def _normal_text(self, b: BoardConfig) -> str:
         return self._window_text(b) if b.window else self._main_text(b)
 
+    def _targeted(self, target: Any) -> list[BoardConfig]:
+        return [b for b in self.boards
+                if target == "all" or (target == "main" and b.main)
+                or (isinstance(target, int) and b.window == target)]
+
     def _notice(self, data: dict[str, Any]) -> None:
-        """Show a central-room notice for its time, then go back to what the board showed."""
-        target = data["target"]
-        chosen = [b for b in self.boards
-                  if target == "all" or (target == "main" and b.main)
-                  or (isinstance(target, int) and b.window == target)]
+        """Show a notice (the central room's or the manager's) for its time, then go back to
+        what the board showed."""
         loop = asyncio.get_running_loop()
-        for b in chosen:
+        for b in self._targeted(data["target"]):
             old = self._notices.pop(b.id, None)
             if old is not None:
                 old[1].cancel()
@@ -140,6 +143,13 @@ class BoardDriver:
         t = env["type"]
         if t == "display.message":
             self._notice(env["data"])
+            return
+        if t == "display.cleared":  # the manager took the notice down before its time
+            for b in self._targeted(env["data"]["target"]):
+                notice = self._notices.get(b.id)
+                if notice is not None:
+                    notice[1].cancel()
+                    self._end_notice(b.id)
             return
         if t == "day.opened":  # a new day: sessions ended, yesterday's calls are gone
             self.calls.clear()

@@ -4,6 +4,8 @@
 const HB = (() => {
   // Problem codes (RFC 9457 `type` urn:hallbox:problem:CODE) in the hall's language.
   const PROBLEMS = {
+    "empty-notice": "公告内容不能为空",
+    "unknown-window": "没有这个窗口",
     "service-closed": "该业务当前不在办理时间",
     "daily-cap-reached": "该业务今日号源已取完",
     "day-not-open": "今日尚未开始营业",

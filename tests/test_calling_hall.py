@@ -262,3 +262,26 @@ def test_central_notice_shows_on_the_boards_then_reverts(tmp_path: Path) -> None
             assert hall.boards.shown[10] == "F001 请到10号窗口"
 
     asyncio.run(go())
+
+
+def test_managers_notice_shows_on_the_led_boards_until_taken_down(tmp_path: Path) -> None:
+    """The manager's notice (POST /api/v1/board/notice) reaches the LED boards like the central
+    room's; taken down (DELETE) before its time, the board shows its own text again."""
+    manager = {"Authorization": "Bearer demo-manager-token"}
+
+    async def go() -> None:
+        async with running_hall(tmp_path) as hall:
+            r = await hall.client.post("/api/v1/board/notice", headers=manager,
+                                       json={"text": "下午请到二楼办理社保", "seconds": 3600})
+            assert r.status_code == 201, r.text
+            await hall.boards.wait_shown(100, "下午请到二楼办理社保")
+            assert hall.boards.shown.get(10) != "下午请到二楼办理社保"  # only the main board
+            r = await hall.client.delete("/api/v1/board/notice", headers=manager)
+            assert r.status_code == 200, r.text
+            await hall.boards.wait_shown(100, "天河区政务服务中心 欢迎您", timeout=10)
+            hall.rt.store.flush()
+            types = [e["type"] for e in hall.rt.store.events_after(0, 10**9, [
+                "display.message", "display.cleared"])]
+            assert types == ["display.message", "display.cleared"]
+
+    asyncio.run(go())

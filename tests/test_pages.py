@@ -529,6 +529,53 @@ def test_dashboard_alerts_and_month_report(box: PageBox, chromium: Any, watch: W
     assert Path(path).read_bytes()[:2] == b"PK"  # an XLSX (zip) from the box, not an error
 
 
+def test_managers_notice_and_open_alerts_on_the_board(box: PageBox, chromium: Any,
+                                                      watch: Watch) -> None:
+    """The manager posts a notice from the dashboard: the board scrolls it; open floor alerts
+    (yellow, then red) show on the board ahead of it, live from its stream; taken down, the
+    board's own notice comes back."""
+    dash = open_page(chromium, watch, box, "/dashboard", 1600, 1000,
+                     {"dashboard.token": MANAGER_TOKEN})
+    board = open_page(chromium, watch, box, "/board", 1920, 1080)
+    expect(board.locator("#notice")).to_contain_text("请留意叫号")
+    expect(board.locator("#alerts .a")).to_have_count(0)
+    dash.click("#noticePost")  # nothing typed: said so, nothing sent
+    expect(dash.locator("#noticeMsg")).to_have_text("请先输入公告内容")
+    dash.fill("#noticeText", "今日15:00后社保业务请到二楼办理")
+    dash.click("#noticePost")
+    expect(dash.locator("#noticeMsg")).to_contain_text("已发布")
+    expect(board.locator("#notice")).to_have_text("今日15:00后社保业务请到二楼办理")
+    # People wait for 公安 and nobody is at its windows (8, 9): yellow cards, then red ones.
+    with api(box) as c:
+        assert c.post("/api/v1/tickets", json={"service": "GA"}).status_code == 201
+    box.advance(minutes=6)
+    box.call(lambda h: h.box.services.supervision.tick())
+    card = board.locator("#alerts .a", has_text="窗口无人值守")
+    expect(card.first).to_have_class(re.compile("yellow"))
+    expect(card).to_have_count(2)
+    expect(card.first).to_contain_text("黄牌·窗口无人值守　公安 8号窗")
+    expect(dash.locator("#alerts")).to_contain_text("窗口无人值守")
+    box.advance(minutes=10)
+    box.call(lambda h: h.box.services.supervision.tick())
+    expect(card.first).to_contain_text("红牌·窗口无人值守")
+    expect(board.locator("#notice")).to_have_text("今日15:00后社保业务请到二楼办理")
+    # The ticker scrolls in from the right: hold it part way through for the screenshot.
+    board.locator("#ticker").evaluate(
+        "t => { t.style.animationDelay = '-20s'; t.style.animationPlayState = 'paused'; }")
+    shot(board, "board-notice-alerts")
+    shot(dash, "dashboard-notice")
+    dash.click("#noticeClear")
+    expect(dash.locator("#noticeMsg")).to_have_text("公告已撤下")
+    expect(board.locator("#notice")).to_contain_text("请留意叫号")
+    # Staff log in at 公安's windows: the cards go from the board with the alerts.
+    with api(box) as c:
+        for staff, pin, window in (("S008", "8008", 8), ("S009", "8009", 9)):
+            assert c.post("/api/v1/sessions", json={"staff_id": staff, "pin": pin,
+                                                    "window": window}).status_code == 201
+    box.call(lambda h: h.box.services.supervision.tick())
+    expect(card).to_have_count(0)
+
+
 def test_docs_offline(box: PageBox, chromium: Any, watch: Watch) -> None:
     page = open_page(chromium, watch, box, "/docs", 1400, 900)
     expect(page.locator(".swagger-ui .title")).to_contain_text("hallbox")

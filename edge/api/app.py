@@ -18,6 +18,7 @@ from edge.api import (
     fingerprints,
     health,
     journal,
+    notices,
     pages,
     problems,
     reports,
@@ -36,7 +37,7 @@ from edge.runtime import HallRuntime
 
 UI_DIR = ui_dir()  # from the package, so an installed wheel serves the pages
 ROUTERS = (tickets, appointments, windows, journal, health, evaluators, fingerprints, devices,
-           reports)
+           reports, notices)
 
 
 def create_app(rt: HallRuntime, services: HallServices | None = None) -> FastAPI:

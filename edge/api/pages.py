@@ -52,6 +52,7 @@ WindowNo = Annotated[int, PathParam(ge=1, le=9999)]
 TicketRef = Annotated[str, PathParam(min_length=1, max_length=40)]
 CALL_TYPES = ("ticket.called", "ticket.recalled")
 SPOT_TYPES = ("spotcheck.started", "spotcheck.result")
+NOTICE_TYPES = ("display.message", "display.cleared")
 
 
 # Who may call (the same objects enforce the roles and document them in the spec).
@@ -102,13 +103,16 @@ def frame(event: str, data: Any, eid: int | None = None) -> str:
 
 
 class BoardFeed:
-    """Recent calls (newest first) and the notice in force, kept from the event path."""
+    """Recent calls (newest first), the notice in force (the manager's or the central room's
+    display.message, until its time or a display.cleared) and the open floor alerts, kept
+    from the event path."""
 
-    def __init__(self, rt: HallRuntime) -> None:
+    def __init__(self, rt: HallRuntime, services: HallServices) -> None:
         self.rt = rt
+        self.services = services
         self.calls: deque[dict[str, Any]] = deque(maxlen=RECENT_CALLS)
         self.notice: dict[str, Any] | None = None
-        for env in rt.store.events_since_day_opened([*CALL_TYPES, "display.message"]):
+        for env in rt.store.events_since_day_opened([*CALL_TYPES, *NOTICE_TYPES]):
             self.on_event(env)
         rt.bus.subscribe("pages-board-feed", self.on_event)
 
@@ -127,13 +131,37 @@ class BoardFeed:
             self.calls.appendleft(call)
         elif env["type"] == "display.message" and d["target"] in ("main", "all"):
             until = datetime.fromisoformat(env["ts"]) + timedelta(seconds=d["seconds"])
-            self.notice = {"text": d["text"], "until": until.isoformat()}
+            self.notice = {"text": d["text"], "until": until.isoformat(),
+                           "source": d.get("source", "central")}
+        elif env["type"] == "display.cleared" and d["target"] in ("main", "all"):
+            self.notice = None
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Open yellow and red floor alerts, red first, as a public screen may show them:
+        what and where, never who (no staff, ticket or rating reason: those are the
+        dashboard's)."""
+        sup = self.services.supervision
+        if sup is None:
+            return []
+        names = {c: s.name for c, s in self.rt.hall.services.items()}
+        out = []
+        for a in sup.open_alerts():
+            v = {k: a[k] for k in ("alert", "kind", "level", "value", "unit", "raised_at")}
+            if a.get("window") is not None:
+                v["where"] = _window_name(self.rt, a["window"])
+            elif a.get("service"):
+                v["where"] = names.get(a["service"], a["service"])
+            else:
+                v["where"] = a.get("device") or ""
+            out.append(v)
+        return out
 
     def view(self) -> dict[str, Any]:
         notice = self.notice
         if notice and datetime.fromisoformat(notice["until"]) <= self.rt.clock.now():
             notice = self.notice = None
-        return {**self.rt.hall.board(), "calls": list(self.calls), "notice": notice}
+        return {**self.rt.hall.board(), "calls": list(self.calls), "notice": notice,
+                "alerts": self.alerts()}
 
 
 class RatingEvents:
@@ -184,7 +212,7 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
     def feed() -> BoardFeed:
         """Made on first use: a box nobody shows a board for keeps no extra subscriber."""
         if not feeds:
-            feeds.append(BoardFeed(rt))
+            feeds.append(BoardFeed(rt, services))
         return feeds[0]
     streams = {"open": 0}
 
@@ -372,7 +400,9 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
     # ---- hall board ------------------------------------------------------------------------
     @api.get("/api/v1/hall-board", tags=["pages"])
     async def hall_board() -> dict[str, Any]:
-        """The board's view: windows, services, recent calls (newest first), the notice."""
+        """The board's view: windows, services, recent calls (newest first), the notice (the
+        manager's or the central room's) and the open yellow/red floor alerts (what and where,
+        as GET /api/v1/alerts has them, without who)."""
         rt.tick()
         return feed().view()
 
@@ -396,7 +426,8 @@ def router(rt: HallRuntime, services: HallServices) -> APIRouter:
              responses={200: {"content": {"text/event-stream": {}}}})
     async def hall_board_stream(request: Request) -> StreamingResponse:
         """SSE: `board` frames (as GET /api/v1/hall-board) and a `call` frame before the board
-        frame of each call or recall, for the big display and the announcement."""
+        frame of each call or recall, for the big display and the announcement; a notice
+        posted or cleared and an alert raised or cleared each bring a new board frame."""
         bounded()
 
         def render(batch: list[dict[str, Any]]) -> str:

@@ -269,7 +269,7 @@ async def cmd_display_message(ctx: CommandContext, args: dict[str, Any]) -> dict
         raise CommandError("bad-args", f"unknown window {a.target}")
     env = await ctx.rt.record([DomainEvent("display.message", {
         "command_id": ctx.command_id, "text": a.text, "seconds": a.seconds,
-        "target": a.target})])
+        "target": a.target, "source": "central"})])
     return {"seq": env[0]["seq"]}
 
 
