@@ -15,6 +15,8 @@ from edge.config.api import ApiSection, ApiToken
 from edge.config.attendance import AttendanceSection, cross_check_attendance
 from edge.config.backup import BackupSection  # issue 13
 from edge.config.base import Strict
+from edge.config.cameras import VideoSection
+from edge.config.cameras import cross_check as _video_cross_check
 from edge.config.devices import DevicesSection
 from edge.config.devices import cross_check as _devices_cross_check
 from edge.config.hall import HallSection
@@ -49,6 +51,7 @@ class HallConfig(Strict):
     attendance: AttendanceSection | None = None
     alerts: AlertsSection = Field(default_factory=AlertsSection)
     backup: BackupSection = Field(default_factory=BackupSection)  # issue 13: daily copy
+    video: VideoSection | None = None  # absent: no cameras (edge/config/cameras.py)
 
     def service(self, code: str) -> ServiceConfig:
         return next(s for s in self.services if s.code == code)
@@ -130,6 +133,8 @@ def _cross_check(cfg: HallConfig) -> list[ConfigIssue]:
         issues += [ConfigIssue(p, m) for p, m in _devices_cross_check(cfg.devices, numbers)]
         issues += [ConfigIssue(p, m) for p, m in _staff_devices_check(cfg.devices, numbers,
                                                                      {s.id for s in cfg.staff})]
+    if cfg.video is not None:
+        issues += [ConfigIssue(p, m) for p, m in _video_cross_check(cfg.video, numbers)]
     return issues
 
 

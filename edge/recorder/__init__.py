@@ -1,0 +1,1 @@
+"""Continuous recording of the window cameras: supervisors, index, retention, clips."""

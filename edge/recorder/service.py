@@ -1,0 +1,261 @@
+"""The box's video: one recorder per camera, retention, clips of tickets, snapshots.
+
+`VideoService.of(rt)` is the runtime's one service (None without a [video] section); the API
+router, the `video.export` command and the rating service reach it that way. `build` is the
+`hallbox run` builder: with --sim it first starts a simulated ONVIF camera for each configured
+camera (drivers/sim/camera.py) and records from those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import weakref
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from drivers.base import DeviceHealthReporter
+from drivers.camera import Camera
+from edge.config.cameras import CameraConfig, VideoSection
+from edge.domain.model import DomainEvent, Ticket
+from edge.events import rfc3339
+from edge.recorder import clips as C
+from edge.recorder.retention import Retention
+from edge.recorder.segments import secure_dir
+from edge.recorder.worker import CameraRecorder
+
+if TYPE_CHECKING:
+    from edge.components import Component, RunContext
+    from edge.runtime import HallRuntime
+
+log = logging.getLogger(__name__)
+_services: weakref.WeakKeyDictionary[HallRuntime, VideoService] = weakref.WeakKeyDictionary()
+CLIPS_DIR = "_clips"  # camera ids start with a letter or digit: no clash
+SNAPSHOTS_DIR = "_snapshots"
+
+
+@dataclass(frozen=True)
+class IssuedClip:
+    clip: C.Clip
+    url: str  # path and query, signed
+    expires_at: float
+
+
+class VideoService:
+    def __init__(self, rt: HallRuntime, cfg: VideoSection,
+                 cameras: list[CameraConfig] | None = None) -> None:
+        self.rt = rt
+        self.cfg = cfg
+        folder = Path(cfg.folder)
+        self.folder = secure_dir(folder if folder.is_absolute() else rt.data_dir / folder)
+        self.folder = self.folder.resolve()
+        self.store = rt.store
+        self.tz = ZoneInfo(rt.config.hall.timezone)
+        self.secret = C.load_secret(rt.data_dir / "video.secret")
+        self.cameras = {c.id: Camera(c) for c in (cameras or cfg.cameras)}
+        self.recorders: dict[str, CameraRecorder] = {
+            cid: CameraRecorder(self, cam) for cid, cam in self.cameras.items()}
+        self.retention = Retention(self)
+        self._health: dict[str, DeviceHealthReporter] = {}
+        self._accessed: dict[tuple[str, str], float] = {}
+
+    @classmethod
+    def of(cls, rt: HallRuntime) -> VideoService | None:
+        return _services.get(rt)
+
+    def attach(self) -> VideoService:
+        _services[self.rt] = self
+        return self
+
+    # ---- helpers for the workers ---------------------------------------------------------
+    def iso(self, ts: float) -> str:
+        return rfc3339(datetime.fromtimestamp(ts, self.tz))
+
+    def emit(self, type_: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+        try:
+            return self.rt.emit([DomainEvent(type_, data)])
+        except Exception:
+            log.exception("could not journal %s", type_)
+            return []
+
+    def health(self, camera: str) -> DeviceHealthReporter:
+        h = self._health.get(camera)
+        if h is None:
+            # B: part of the hall is limited (a window's service goes unrecorded).
+            h = self._health[camera] = DeviceHealthReporter(self.rt, camera, "camera", "B")
+        return h
+
+    def camera_of_window(self, window: int) -> Camera | None:
+        return next((c for c in self.cameras.values() if c.cfg.window == window), None)
+
+    # ---- clips -----------------------------------------------------------------------------
+    def ticket_range(self, ticket: str, padding: float | None = None) -> tuple[str, float, float]:
+        """(camera, start, end) of a ticket's service: its call to its finish, padded."""
+        t = self.rt.hall.tickets.get(ticket)
+        if t is None:
+            doc = self.store.ticket_doc(ticket)  # an earlier day's ticket
+            if doc is None:
+                raise C.ClipRefused(404, "unknown-ticket", f"no ticket {ticket!r}",
+                                    "/path/ticket")
+            t = Ticket.from_doc(doc)
+        window, called, finished = t.window, t.called_at, t.finished_at
+        if called is None or window is None:
+            raise C.ClipRefused(409, "never-called",
+                                f"ticket {ticket} was never called to a window", "/path/ticket")
+        cam = self.camera_of_window(int(window))
+        if cam is None:
+            raise C.ClipRefused(404, "no-camera", f"window {window} has no camera",
+                                "/path/ticket")
+        pad = self.cfg.clip_padding_seconds if padding is None else padding
+        start = called.timestamp() - pad
+        end = (finished.timestamp() if finished else time.time()) + pad
+        return cam.id, start, end
+
+    async def export(self, camera: str, start: float, end: float, *, ticket: str | None = None,
+                     partial: bool = False, who: str = "") -> IssuedClip:
+        if camera not in self.cameras:
+            raise C.ClipRefused(404, "unknown-camera", f"no camera {camera!r}", "/path/camera")
+        if end <= start:
+            raise C.ClipRefused(422, "bad-range", "to must be after from", "/body/to")
+        if end - start > self.cfg.clip_max_minutes * 60:
+            raise C.ClipRefused(422, "range-too-long",
+                                f"{(end - start) / 60:.1f} min asked; at most "
+                                f"{self.cfg.clip_max_minutes} min per clip", "/body/to")
+        now = time.time()
+        if start > now:
+            raise C.ClipRefused(422, "in-the-future", "the range starts in the future",
+                                "/body/from")
+        await self._wait_recorded(camera, min(end, now))
+        segs = self.store.video_segments_between(camera, start, end)
+        holes = C.uncovered(segs, start, end)
+        if not segs:
+            raise C.ClipRefused(404, "no-recording",
+                                f"no recording of {camera} from {self.iso(start)} to "
+                                f"{self.iso(end)}")
+        if holes and not partial:
+            parts = ", ".join(f"{self.iso(a)} to {self.iso(b)}" for a, b in holes)
+            raise C.ClipRefused(404, "no-recording",
+                                f"no recording of {camera} for {parts}; ask with "
+                                "\"partial\": true for the recorded parts")
+        clip = await C.cut(self.folder, self.folder / CLIPS_DIR, camera, segs, start, end)
+        clip = C.Clip(clip.id, clip.camera, clip.start, clip.end, clip.path, clip.bytes, holes)
+        expires = int(time.time()) + self.cfg.url_ttl_seconds
+        self.store.video_add_clip(clip.id, camera, clip.start, clip.end,
+                                  clip.path.relative_to(self.folder).as_posix(), clip.bytes,
+                                  ticket, time.time(), expires)
+        sig = C.sign(self.secret, clip.id, expires)
+        url = f"/api/v1/video/clips/{clip.id}?exp={expires}&sig={sig}"
+        self.emit("video.exported", {
+            "clip": clip.id, "camera": camera, "ticket": ticket, "by": who[:64],
+            "start": self.iso(clip.start), "end": self.iso(clip.end), "bytes": clip.bytes,
+            "expires_at": self.iso(expires)})
+        return IssuedClip(clip, url, expires)
+
+    async def _wait_recorded(self, camera: str, until: float) -> None:
+        """A range that ends in the segment being written: wait for it to close."""
+        rec = self.recorders.get(camera)
+        if rec is None or not rec.recording:
+            return
+        limit = time.monotonic() + 2 * self.cfg.segment_seconds + 3
+        while time.monotonic() < limit and rec.recording and (rec.last_end or 0) < until:
+            await asyncio.sleep(0.1)
+
+    def answer(self, issued: IssuedClip, base_url: str = "") -> dict[str, Any]:
+        c = issued.clip
+        out: dict[str, Any] = {
+            "url": base_url + issued.url, "camera": c.camera, "start": self.iso(c.start),
+            "end": self.iso(c.end), "expires_at": self.iso(issued.expires_at),
+            "bytes": c.bytes}
+        if c.missing:
+            out["missing"] = [{"from": self.iso(a), "to": self.iso(b)} for a, b in c.missing]
+        return out
+
+    def open_clip(self, clip_id: str, exp: str, sig: str, client: str) -> Path:
+        """The clip's file for a signed GET; every access is a `video.accessed` event."""
+        C.check(self.secret, clip_id, exp, sig)
+        row = self.store.video_clip(clip_id)
+        if row is None:
+            raise C.ClipRefused(404, "unknown-clip", "no such clip (it may have expired)")
+        path = (self.folder / row["path"]).resolve()
+        if not path.is_relative_to(self.folder):
+            raise C.ClipRefused(400, "bad-path", "the clip's path leaves the recording folder")
+        if not path.exists():
+            raise C.ClipRefused(404, "unknown-clip", "the clip's file is gone")
+        # A browser scrubbing sends many range requests: one event per client per clip a minute.
+        now = time.monotonic()
+        key = (clip_id, client)
+        if now - self._accessed.get(key, -1e9) > 60:
+            self._accessed[key] = now
+            self.emit("video.accessed", {"clip": clip_id, "camera": row["camera"],
+                                         "ticket": row["ticket"], "client": client[:64],
+                                         "start": self.iso(row["start"]),
+                                         "end": self.iso(row["end"])})
+        return path
+
+    # ---- snapshots -------------------------------------------------------------------------
+    def snapshot_ref(self, window: int, ticket: str | None) -> str | None:
+        """The reference a bad rating carries; the snapshot itself is taken just after."""
+        cam = self.camera_of_window(window)
+        if cam is None:
+            return None
+        stamp = datetime.now(self.tz).strftime("%Y%m%dT%H%M%S")
+        return f"{SNAPSHOTS_DIR}/{cam.id}/{stamp}-{ticket or 'window'}.jpg"
+
+    async def take_snapshot(self, window: int, ref: str) -> Path | None:
+        cam = self.camera_of_window(window)
+        if cam is None:
+            return None
+        path = (self.folder / ref).resolve()
+        if not path.is_relative_to(self.folder):
+            return None
+        try:
+            jpeg = await cam.snapshot()
+        except Exception as e:
+            log.warning("%s: snapshot for %s failed: %s", cam.id, ref, e)
+            return None
+        secure_dir(path.parent)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(jpeg)
+        return path
+
+
+class _Start:
+    """Starts the recorders and the retention worker (after the simulators, if any)."""
+
+    def __init__(self, svc: VideoService) -> None:
+        self.svc = svc
+        self.name = "video"
+
+    async def start(self) -> None:
+        for r in self.svc.recorders.values():
+            await r.start()
+        await self.svc.retention.start()
+
+    async def stop(self) -> None:
+        await self.svc.retention.stop()
+        await asyncio.gather(*(r.stop() for r in self.svc.recorders.values()),
+                             return_exceptions=True)
+
+
+def build(ctx: RunContext) -> list[Component]:
+    cfg = ctx.runtime.config.video
+    if cfg is None or not cfg.cameras or not ctx.devices:
+        return []
+    comps: list[Any] = []
+    cameras = list(cfg.cameras)
+    if ctx.sim:
+        from drivers.sim.camera import CameraSimHall
+
+        sims = CameraSimHall(ctx.data_dir / "sim-cameras", cameras)
+        comps.append(sims)
+        cameras = sims.configs  # the same cameras, pointed at their simulators
+        ctx.sim_devices.extend(sims.entries)
+    svc = VideoService(ctx.runtime, cfg, cameras).attach()
+    comps.append(_Start(svc))
+    return comps
