@@ -2,7 +2,8 @@
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := mosquitto mosquitto-clients ffmpeg chromium fonts-wqy-zenhei espeak-ng sox sqlite3 systemd udev python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base libfaketime
+APT_PACKAGES := mosquitto mosquitto-clients ffmpeg chromium fonts-wqy-zenhei espeak-ng sox sqlite3 systemd udev python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base libfaketime \
+		gir1.2-gstreamer-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
 # The pages' front-end libraries come from npm (make venv); Debian's nodejs brings node.
 APT_PACKAGES += nodejs
 UI     := kiosk_ui
@@ -46,7 +47,7 @@ venv: $(VENV)/.installed .make-ui
 # `make run HOST=127.0.0.1` keeps the demo on this machine.
 HOST ?= 0.0.0.0
 
-run: venv
+run: sysdeps venv
 	@echo "hallbox: http://127.0.0.1:8080  (pages: / /staff /board /evaluator /dashboard /docs; demo credentials: config/DEMO-CREDENTIALS.md)"
 	$(VENV)/bin/hallbox run --config config/hall.example.toml --sim --ignore-hours --host $(HOST)
 

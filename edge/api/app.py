@@ -24,6 +24,7 @@ from edge.api import (
     reports,
     spec,
     tickets,
+    video,
     windows,
 )
 from edge.api.deps import ApiContext
@@ -37,7 +38,7 @@ from edge.runtime import HallRuntime
 
 UI_DIR = ui_dir()  # from the package, so an installed wheel serves the pages
 ROUTERS = (tickets, appointments, windows, journal, health, evaluators, fingerprints, devices,
-           reports, notices)
+           reports, notices, video)
 
 
 def create_app(rt: HallRuntime, services: HallServices | None = None) -> FastAPI:

@@ -59,6 +59,9 @@ class VideoSection(Strict):
     roles: list[Literal["manager", "central"]] = Field(default_factory=lambda: ["manager",
                                                                                 "central"])
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    # How the central room reaches this box's API, for clip urls sent over MQTT
+    # (default: the [api] host and port).
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
 
     def stall_after(self) -> float:
         return float(self.stall_seconds or max(3 * self.segment_seconds, 6))

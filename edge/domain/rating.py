@@ -99,6 +99,7 @@ class Submission:
     device: str  # the evaluator's id in the config
     ticket: str | None = None  # the ticket the tablet was shown; keypads do not know it
     reason: str | None = None
+    snapshot: str | None = None  # a bad rating: the window camera's snapshot (issue 10)
 
 
 @dataclass(frozen=True)
@@ -248,6 +249,7 @@ class RatingDesk:
             "channel": s.channel, "device": s.device,
             "requested_at": rfc3339(hall.local(r.requested_at)),
             "latency_ms": int((now - r.requested_at).total_seconds() * 1000),
+            **({"snapshot": s.snapshot} if s.snapshot and bad else {}),
         }))
         return Outcome(True, None, f"{LEVEL_NAMES[s.level]} recorded for {r.number}", r.ticket,
                        s.level), events
