@@ -169,7 +169,10 @@ class CameraRecorder:
                 if m:
                     base.append(float(m.group(1)))
                     # Kept beside the segments for the repair after a crash.
-                    (run_dir / "base").write_text(m.group(1))
+                    fd = os.open(run_dir / "base", os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                                 0o600)
+                    with os.fdopen(fd, "w") as f:
+                        f.write(m.group(1))
                     continue
             if text and not text.startswith(" "):
                 self._stderr.append(text)
