@@ -130,7 +130,7 @@ class VideoService:
         if start > now:
             raise C.ClipRefused(422, "in-the-future", "the range starts in the future",
                                 "/body/from")
-        await self._wait_recorded(camera, min(end, now))
+        await self._wait_recorded(camera, end)
         segs = self.store.video_segments_between(camera, start, end)
         holes = C.uncovered(segs, start, end)
         if not segs:
@@ -157,11 +157,13 @@ class VideoService:
         return IssuedClip(clip, url, expires)
 
     async def _wait_recorded(self, camera: str, until: float) -> None:
-        """A range that ends in the segment being written: wait for it to close."""
+        """A range that ends in the segment being written (or just ahead, the padding after a
+        ticket's finish): wait for it to close."""
         rec = self.recorders.get(camera)
-        if rec is None or not rec.recording:
+        ahead = until - time.time()
+        if rec is None or not rec.recording or ahead > self.cfg.clip_padding_seconds + 1:
             return
-        limit = time.monotonic() + 2 * self.cfg.segment_seconds + 3
+        limit = time.monotonic() + max(ahead, 0) + 2 * self.cfg.segment_seconds + 3
         while time.monotonic() < limit and rec.recording and (rec.last_end or 0) < until:
             await asyncio.sleep(0.1)
 
