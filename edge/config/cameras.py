@@ -63,6 +63,14 @@ class VideoSection(Strict):
     # (default: the [api] host and port).
     public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
 
+    @model_validator(mode="after")
+    def _stall_after_segments(self) -> VideoSection:
+        if self.stall_seconds is not None and self.stall_seconds < 2 * self.segment_seconds:
+            # A healthy camera closes a segment every segment_seconds; less would kill it.
+            raise ValueError(f"stall_seconds ({self.stall_seconds}) must be at least twice "
+                             f"segment_seconds ({self.segment_seconds})")
+        return self
+
     def stall_after(self) -> float:
         return float(self.stall_seconds or max(3 * self.segment_seconds, 6))
 

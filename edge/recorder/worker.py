@@ -124,10 +124,12 @@ class CameraRecorder:
         seen = 0
         progress = time.monotonic()
         stall = self.svc.cfg.stall_after()
+        # Fast enough to index a segment soon after it closes, rare enough to cost nothing.
+        poll = max(POLL_S, min(1.0, self.svc.cfg.segment_seconds / 4))
         reason = ""
         try:
             while True:
-                await asyncio.sleep(POLL_S)
+                await asyncio.sleep(poll)
                 new = self._index_new(run_dir, base, seen)
                 if new:
                     seen += new

@@ -1,0 +1,187 @@
+"""Video bench: recording cost, a hall of cameras at once, and the export of a 5-minute clip.
+
+Figures (one JSON line each, baseline measured in the same run):
+- recording CPU per camera (the recorder's ffmpeg CPU time plus the box process's CPU, per
+  second of recording) vs a bare `ffmpeg -c copy` segment recording of the same clip from the
+  same RTSP server, running at the same time;
+- 16 cameras at once: total CPU (ffmpeg children + box), disk write rate, box RSS; baseline:
+  16 x the bare ffmpeg of the first figure; and the simulated cameras' own CPU (one RTSP server);
+- export of a 5-minute clip (keyframe lookup + concat + faststart) vs a bare ffmpeg concat copy
+  of the same segment files.
+
+Run: .venv/bin/python -m bench.bench_video   (or python bench/bench_video.py)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from drivers.sim.camera import CameraSimHall, RtspSource, prepare_clip  # noqa: E402
+from edge.recorder import segments as S  # noqa: E402
+from edge.recorder.service import VideoService, _Start  # noqa: E402
+from edge.runtime import HallRuntime  # noqa: E402
+from tests.video_fixtures import video_config  # noqa: E402
+
+WINDOW_S = 20.0
+CAMERAS = 16
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def emit(figure: str, value: float, unit: str, baseline: float | None, **extra: Any) -> None:
+    print(json.dumps({"bench": "video", "figure": figure, "value": round(value, 4),
+                      "unit": unit, "baseline": None if baseline is None else round(baseline, 4),
+                      **extra}), flush=True)
+
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of a process (not its children), seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cameras(n: int) -> list[dict[str, Any]]:
+    return [{"id": f"cam-{i:02d}", "window": i if i <= 14 else None,
+             "onvif": "http://192.0.2.1/onvif/device_service", "username": "u",
+             "password": "p"} for i in range(1, n + 1)]
+
+
+async def recording(tmp: Path, n: int, with_baseline: bool) -> dict[str, float]:
+    cfg = video_config(cameras(n), segment_seconds=10, stall_seconds=None)
+    rt = HallRuntime(cfg, tmp / f"data-{n}", ignore_hours=True)
+    assert cfg.video
+    sims = CameraSimHall(tmp / "sim", list(cfg.video.cameras))
+    await sims.start()
+    svc = VideoService(rt, cfg.video, sims.configs).attach()
+    starter = _Start(svc)
+    bare: subprocess.Popen[bytes] | None = None
+    extra_src: RtspSource | None = None
+    try:
+        await starter.start()
+        if with_baseline:
+            # The same clip from its own mount of an RTSP server like the recorder's.
+            extra_src = RtspSource(sims.clip, ["bare"])
+            await extra_src.start()
+            bare_dir = S.secure_dir(tmp / "bare")
+            cmd = S.record_command(extra_src.url("bare"), bare_dir, 10, "tcp")
+            bare = subprocess.Popen([c for c in cmd if c != "-nostats"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not all(r.recording for r in svc.recorders.values()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("cameras did not start recording")
+            await asyncio.sleep(0.2)
+        pids = {cid: r.proc.pid for cid, r in svc.recorders.items() if r.proc}
+        srv = {id(s): s for s in sims.sources.values()}
+        sim_pids = [s.proc.pid for s in srv.values() if s.proc]
+        c0 = {cid: cpu_s(p) for cid, p in pids.items()}
+        b0 = cpu_s(bare.pid) if bare else 0.0
+        s0 = sum(cpu_s(p) for p in sim_pids)
+        box0 = time.process_time()
+        bytes0 = sum(f.stat().st_size for f in svc.folder.rglob("*.mp4"))
+        t0 = time.monotonic()
+        await asyncio.sleep(WINDOW_S)
+        dt = time.monotonic() - t0
+        ff = sum(cpu_s(p) - c0[cid] for cid, p in pids.items())
+        box = time.process_time() - box0
+        written = sum(f.stat().st_size for f in svc.folder.rglob("*.mp4")) - bytes0
+        out = {"ffmpeg": ff / dt, "box": box / dt, "sim": (sum(cpu_s(p) for p in sim_pids)
+                                                             - s0) / dt,
+               "bare": ((cpu_s(bare.pid) - b0) / dt) if bare else 0.0,
+               "write_bps": written / dt, "rss_mb": rss_mb(), "n": n}
+    finally:
+        if bare:
+            bare.terminate()
+            bare.wait()
+        if extra_src:
+            await extra_src.stop()
+        await starter.stop()
+        await sims.stop()
+        rt.close()
+    return out
+
+
+async def export_5min(tmp: Path) -> tuple[float, float, float]:
+    """5 minutes of 10 s segments made fast from the looped clip, indexed, then exported."""
+    clip, _ = prepare_clip(tmp / "sim")
+    cfg = video_config(cameras(1), segment_seconds=10, stall_seconds=None)
+    rt = HallRuntime(cfg, tmp / "data-export", ignore_hours=True)
+    assert cfg.video
+    svc = VideoService(rt, cfg.video)
+    try:
+        run = S.secure_dir(svc.folder / "cam-01" / f"{int(time.time() * 1000):013d}")
+        # Raw H.264 cannot be looped by seeking: an MP4 of the clip can.
+        looped = tmp / "clip.mp4"
+        subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-fflags", "+genpts",
+                        "-r", "10", "-f", "h264", "-i", str(clip), "-c", "copy", "-y",
+                        str(looped)], check=True)
+        cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-stream_loop", "-1",
+               "-i", str(looped), "-t", "330", "-c", "copy", "-f", "segment",
+               "-segment_time", "10", "-segment_format", "mp4", "-segment_format_options",
+               S.FRAG_OPTIONS, "-reset_timestamps", "1", "-segment_list",
+               str(run / "list.csv"), "-segment_list_type", "csv", str(run / "%06d.mp4")]
+        subprocess.run(cmd, check=True)
+        base = time.time() - 340
+        rows = [("cam-01", base + s, base + e, (run / name).relative_to(svc.folder).as_posix(),
+                 (run / name).stat().st_size)
+                for name, s, e in S.parse_list((run / "list.csv").read_text())]
+        svc.store.video_add_segments(rows)
+        start, end = base + 12.3, base + 12.3 + 300
+        t0 = time.perf_counter()
+        issued = await svc.export("cam-01", start, end)
+        took = time.perf_counter() - t0
+        segs = svc.store.video_segments_between("cam-01", start, end)
+        listing = tmp / "bare.txt"
+        listing.write_text("".join(f"file '{svc.folder / p}'\n" for _s, _e, p, _b in segs))
+        t0 = time.perf_counter()
+        subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "concat",
+                        "-safe", "0", "-i", str(listing), "-c", "copy", "-movflags",
+                        "+faststart", "-y", str(tmp / "bare.mp4")], check=True)
+        bare = time.perf_counter() - t0
+        return took, bare, issued.clip.end - issued.clip.start
+    finally:
+        rt.close()
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-video-") as d:
+        tmp = Path(d)
+        one = asyncio.run(recording(tmp, 1, with_baseline=True))
+        per_cam = one["ffmpeg"] + one["box"]
+        emit("recording_cpu_per_camera", per_cam, "cores", one["bare"],
+             ffmpeg=round(one["ffmpeg"], 4), box=round(one["box"], 4),
+             ratio=round(per_cam / one["bare"], 3) if one["bare"] else None,
+             window_s=WINDOW_S)
+        many = asyncio.run(recording(tmp, CAMERAS, with_baseline=False))
+        total = many["ffmpeg"] + many["box"]
+        emit("cameras_16_total_cpu", total, "cores", CAMERAS * one["bare"],
+             ffmpeg=round(many["ffmpeg"], 4), box=round(many["box"], 4))
+        emit("cameras_16_disk_write", many["write_bps"] / 1e6, "MB/s", None)
+        emit("cameras_16_box_rss", many["rss_mb"], "MiB", one["rss_mb"])
+        emit("sim_cameras_16_cpu", many["sim"], "cores", one["sim"])
+        took, bare, dur = asyncio.run(export_5min(tmp))
+        emit("export_5min_clip", took, "s", bare, clip_s=round(dur, 2))
+
+
+if __name__ == "__main__":
+    main()
