@@ -28,9 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from drivers.camera import Camera  # noqa: E402
 from drivers.sim.camera import CameraSimHall, RtspSource, prepare_clip  # noqa: E402
 from edge.recorder import segments as S  # noqa: E402
-from edge.recorder.service import VideoService, _Start  # noqa: E402
+from edge.recorder.service import VideoComponent, VideoService  # noqa: E402
 from edge.runtime import HallRuntime  # noqa: E402
 from tests.video_fixtures import video_config  # noqa: E402
 
@@ -68,12 +69,12 @@ def cameras(n: int) -> list[dict[str, Any]]:
 
 async def recording(tmp: Path, n: int, with_baseline: bool) -> dict[str, float]:
     cfg = video_config(cameras(n), segment_seconds=10, stall_seconds=None)
-    rt = HallRuntime(cfg, tmp / f"data-{n}", ignore_hours=True)
+    rt = HallRuntime.open(cfg, tmp / f"data-{n}", ignore_hours=True)
     assert cfg.video
     sims = CameraSimHall(tmp / "sim", list(cfg.video.cameras))
     await sims.start()
-    svc = VideoService(rt, cfg.video, sims.configs).attach()
-    starter = _Start(svc)
+    svc = VideoService(rt, cfg.video, [Camera(c) for c in sims.configs])
+    starter = VideoComponent(svc)
     bare: subprocess.Popen[bytes] | None = None
     extra_src: RtspSource | None = None
     try:
@@ -125,9 +126,9 @@ async def export_5min(tmp: Path) -> tuple[float, float, float]:
     """5 minutes of 10 s segments made fast from the looped clip, indexed, then exported."""
     clip, _ = prepare_clip(tmp / "sim")
     cfg = video_config(cameras(1), segment_seconds=10, stall_seconds=None)
-    rt = HallRuntime(cfg, tmp / "data-export", ignore_hours=True)
+    rt = HallRuntime.open(cfg, tmp / "data-export", ignore_hours=True)
     assert cfg.video
-    svc = VideoService(rt, cfg.video)
+    svc = VideoService(rt, cfg.video, [])
     try:
         run = S.secure_dir(svc.folder / "cam-01" / f"{int(time.time() * 1000):013d}")
         # Raw H.264 cannot be looped by seeking: an MP4 of the clip can.

@@ -5,7 +5,7 @@ GetStreamUri, GetSnapshotUri, GetSystemDateAndTime, SetSystemDateAndTime). A cam
 plain RTSP url has no ONVIF: its stream is the url, a snapshot is one frame of it (ffmpeg).
 
 Credentials go to the camera only: they are put into the RTSP url handed to ffmpeg (which is
-never logged: `redacted` is what logs and health see).
+never logged: logs and health see `edge.recorder.segments.redacted`).
 """
 
 from __future__ import annotations
@@ -54,14 +54,6 @@ def with_credentials(url: str, user: str | None, password: str | None) -> str:
     cred = quote(user, safe="") + (":" + quote(password or "", safe="") if password else "")
     return urlunsplit((parts.scheme, f"{cred}@{parts.netloc}", parts.path, parts.query,
                        parts.fragment))
-
-
-def redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit((parts.scheme, "<redacted>@" + parts.netloc.rsplit("@", 1)[1], parts.path,
-                       parts.query, parts.fragment))
 
 
 def _onvif_dt(d: Any) -> datetime:

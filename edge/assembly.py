@@ -64,6 +64,7 @@ class HallServices:
     commands: dict[str, Handler] = field(default_factory=dict)
     announcer: Announcer | None = None  # the box's own call announcements, for web boards
     supervision: Supervision | None = None  # attendance, alerts, spot checks (issue 12)
+    video: Any = None  # edge.recorder.service.VideoService when [video] has cameras
 
     def sensor_at(self, window: int) -> FingerprintSensor | None:
         return next((s for s in self.sensors.values() if s.window == window), None)

@@ -107,6 +107,29 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     paired_at    TEXT NOT NULL,
     paired_by    TEXT NOT NULL
 );"""),
+    (5, "video: recorded segments and exported clips of the window cameras (issue 10)", """
+CREATE TABLE video_segments (
+    id     INTEGER PRIMARY KEY,
+    camera TEXT NOT NULL,
+    start  REAL NOT NULL,         -- Unix epoch seconds: cut at keyframes, not whole seconds
+    end    REAL NOT NULL,
+    path   TEXT NOT NULL UNIQUE,  -- relative to the recording folder
+    bytes  INTEGER NOT NULL
+);
+CREATE INDEX video_segments_camera_start ON video_segments(camera, start);
+CREATE INDEX video_segments_start ON video_segments(start);
+CREATE TABLE video_clips (
+    id         TEXT PRIMARY KEY,
+    camera     TEXT NOT NULL,
+    start      REAL NOT NULL,
+    end        REAL NOT NULL,
+    path       TEXT NOT NULL,     -- relative to the recording folder
+    bytes      INTEGER NOT NULL,
+    ticket     TEXT,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""),
 ]
 
 LATEST = MIGRATIONS[-1][0]

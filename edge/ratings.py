@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -31,6 +32,9 @@ class RatingService:
         self.rt = rt
         self.cfg = cfg
         self.desk = RatingDesk(rt.clock, cfg.window_seconds, cfg.reason_required)
+        # Issue 10: set by the camera plugin; a bad rating takes the window camera's snapshot.
+        self.snapshots: Any = None
+        self._snapshot_tasks: set[asyncio.Future[Any]] = set()
         self._restore()
         rt.reload_listeners.append(self._restore)  # a failed commit: back to what is on disk
         if cfg.auto_request:
@@ -57,11 +61,35 @@ class RatingService:
             lambda h: self.desk.request(h, window, ticket, staff)))
 
     async def submit(self, sub: Submission) -> Outcome:
-        return await self._guard(self.rt.run(lambda h: self.desk.submit(h, sub)))
+        sub = self._with_snapshot(sub)
+        out = await self._guard(self.rt.run(lambda h: self.desk.submit(h, sub)))
+        return self._take_snapshot(sub, out)
 
     def submit_nowait(self, sub: Submission) -> tuple[Outcome, Completion]:
         """Apply now (in key order), durable later: for devices that answer after the commit."""
-        return self.rt.submit(lambda h: self.desk.submit(h, sub))
+        sub = self._with_snapshot(sub)
+        out, done = self.rt.submit(lambda h: self.desk.submit(h, sub))
+        return self._take_snapshot(sub, out), done
+
+    def _with_snapshot(self, sub: Submission) -> Submission:
+        """A bad rating names the snapshot its event carries (issue 10)."""
+        from edge.domain.rating import BAD_LEVELS
+
+        if self.snapshots is None or sub.level not in BAD_LEVELS:
+            return sub
+        pending = self.desk.pending.get(sub.window)
+        ref = self.snapshots.snapshot_ref(sub.window,
+                                          sub.ticket or (pending.ticket if pending else None))
+        return dataclasses.replace(sub, snapshot=ref) if ref else sub
+
+    def _take_snapshot(self, sub: Submission, out: Outcome) -> Outcome:
+        if sub.snapshot and out.accepted and self.snapshots is not None:
+            with contextlib.suppress(RuntimeError):  # no running loop: no camera either
+                task = asyncio.ensure_future(self.snapshots.take_snapshot(sub.window,
+                                                                          sub.snapshot))
+                self._snapshot_tasks = {t for t in self._snapshot_tasks if not t.done()}
+                self._snapshot_tasks.add(task)
+        return out
 
     async def sweep(self) -> None:
         await self._guard(self.rt.run(lambda h: (None, self.desk.sweep(h))))

@@ -503,6 +503,73 @@ class Store:
                        (sensor, page, staff, enrolled_at))
         return w
 
+    # ---- video segments and clips (issue 10; tables: migration 5) ----------------------------
+    def video_add_segments(self, rows: Iterable[tuple[str, float, float, str, int]]) -> None:
+        """(camera, start, end, path, bytes); a path already indexed is left as it is."""
+        batch = list(rows)
+
+        def w(db: sqlite3.Connection) -> None:
+            db.executemany("INSERT OR IGNORE INTO video_segments(camera, start, end, path, bytes)"
+                           " VALUES (?,?,?,?,?)", batch)
+        self.write_sync(w)
+
+    def video_ticket(self, ticket_id: str) -> Ticket | None:
+        """Any day's ticket (the clip of an earlier day's service)."""
+        row = self._read_one("SELECT doc FROM tickets WHERE id=?", (ticket_id,))
+        return Ticket.from_doc(json.loads(row[0])) if row else None
+
+    def video_segment_paths(self, camera: str) -> set[str]:
+        return {r[0] for r in self._read("SELECT path FROM video_segments WHERE camera=?",
+                                         (camera,))}
+
+    def video_last_segment(self, camera: str) -> tuple[float, float, str] | None:
+        row = self._read_one("SELECT start, end, path FROM video_segments WHERE camera=?"
+                             " ORDER BY end DESC LIMIT 1", (camera,))
+        return (row[0], row[1], row[2]) if row else None
+
+    def video_segments_between(self, camera: str, start: float,
+                               end: float) -> list[tuple[float, float, str, int]]:
+        """Segments overlapping [start, end], oldest first: (start, end, path, bytes)."""
+        return [(r[0], r[1], r[2], r[3]) for r in self._read(
+            "SELECT start, end, path, bytes FROM video_segments WHERE camera=? AND end>? "
+            "AND start<? ORDER BY start", (camera, start, end))]
+
+    def video_oldest_segments(self, limit: int) -> list[tuple[int, str, float, int]]:
+        """Across cameras, oldest first: (id, path, end, bytes)."""
+        return [(r[0], r[1], r[2], r[3]) for r in self._read(
+            "SELECT id, path, end, bytes FROM video_segments ORDER BY start LIMIT ?", (limit,))]
+
+    def video_total_bytes(self) -> int:
+        return int(self._read_one("SELECT coalesce(sum(bytes), 0) FROM video_segments")[0])
+
+    def video_delete_segments(self, ids: list[int]) -> None:
+        def w(db: sqlite3.Connection) -> None:
+            db.executemany("DELETE FROM video_segments WHERE id=?", [(i,) for i in ids])
+        self.write_sync(w)
+
+    def video_add_clip(self, clip_id: str, camera: str, start: float, end: float, path: str,
+                       size: int, ticket: str | None, created_at: float,
+                       expires_at: float) -> None:
+        row = (clip_id, camera, start, end, path, size, ticket, created_at, expires_at)
+        self.write_sync(lambda db: db.execute(
+            "INSERT INTO video_clips VALUES (?,?,?,?,?,?,?,?,?)", row))
+
+    def video_clip(self, clip_id: str) -> dict[str, Any] | None:
+        row = self._read_one("SELECT id, camera, start, end, path, bytes, ticket, created_at,"
+                             " expires_at FROM video_clips WHERE id=?", (clip_id,))
+        if row is None:
+            return None
+        keys = ("id", "camera", "start", "end", "path", "bytes", "ticket", "created_at",
+                "expires_at")
+        return dict(zip(keys, row, strict=True))
+
+    def video_expired_clips(self, now: float) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in self._read(
+            "SELECT id, path FROM video_clips WHERE expires_at < ?", (now,))]
+
+    def video_delete_clip(self, clip_id: str) -> None:
+        self.write_sync(lambda db: db.execute("DELETE FROM video_clips WHERE id=?", (clip_id,)))
+
 
     # ---- supervision (issue 12): reads only; its state lives in the journal -------------------
     def journal_of_types(self, types: Iterable[str], since_ts: str | None = None,

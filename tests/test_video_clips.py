@@ -58,18 +58,19 @@ def test_ticket_clip_urls_refusals_export_and_snapshot(tmp_path: Path) -> None:
             rec = svc.recorders["cam-w1"]
             # Recorded well before the call: the padding reaches back before it.
             await until(lambda: rec.segments >= PADDING + 3, 30)
-            app = create_app(rt)
+            services = svc.services  # type: ignore[attr-defined]
+            app = create_app(rt, services)
             client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                        base_url="http://box")
             r = await client.post("/api/v1/sessions", json={"staff_id": "S001", "pin": "8001",
                                                              "window": 1})
             staff = {"Authorization": f"Bearer {r.json()['token']}"}
-            t = rt.execute(lambda h: h.issue("SHMS"))
-            waiting = rt.execute(lambda h: h.issue("SHMS"))
-            rt.execute(lambda h: h.call_next(1))
-            rt.execute(lambda h: (None, h.start(1)))
+            t = await rt.run(lambda h: h.issue("SHMS"))
+            waiting = await rt.run(lambda h: h.issue("SHMS"))
+            await rt.run(lambda h: h.call_next(1))
+            await rt.run(lambda h: (None, h.start(1)))
             await asyncio.sleep(SERVE_S)
-            rt.execute(lambda h: (None, h.finish(1)))
+            await rt.run(lambda h: (None, h.finish(1)))
             served = rt.hall.tickets[t.id]
             assert served.called_at and served.finished_at
 
@@ -177,7 +178,7 @@ def test_ticket_clip_urls_refusals_export_and_snapshot(tmp_path: Path) -> None:
             # The central room's command: url, or the clip uploaded by PUT.
             received: dict[str, Any] = {}
             server, port = await _put_server(received)
-            ctx = CommandContext(rt, None, "cmd-video-1", "video.export")
+            ctx = CommandContext(rt, None, "cmd-video-1", "video.export", services)
             out = await cmd_video_export(ctx, {"ticket": t.id,
                                                "put_url": f"http://127.0.0.1:{port}/up.mp4"})
             server.close()
@@ -196,10 +197,10 @@ def test_ticket_clip_urls_refusals_export_and_snapshot(tmp_path: Path) -> None:
                 assert e.code == "bad-args"
 
             # A bad rating takes a snapshot; its event names the file.
-            ratings = RatingService.of(rt)
+            ratings: RatingService = services.ratings
             assert ratings is not None
             await until(lambda: ratings.pending_for(1) is not None, 5)
-            outcome = ratings.submit(Submission(1, Level.DISSATISFIED, "tablet", "tablet-w1",
+            outcome = await ratings.submit(Submission(1, Level.DISSATISFIED, "tablet", "tablet-w1",
                                                 t.id, "服务态度差"))
             assert outcome.accepted
             ref = events(rt, "rating.submitted")[-1]["snapshot"]

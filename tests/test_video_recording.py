@@ -163,7 +163,7 @@ def test_clock_drift_is_a_health_warning(tmp_path: Path) -> None:
             h = rt.health.current["cam-w1"]
             assert h.online and h.grade == "C"
             assert "clock" in h.detail and "-9" in h.detail
-            assert any(e["class"] == "camera" and e["grade"] == "C"
-                       for e in events(rt, "device.health"))
+            await until(lambda: any(e["class"] == "camera" and e["grade"] == "C"
+                                    for e in events(rt, "device.health")), 5)
 
     asyncio.run(main())

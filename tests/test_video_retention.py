@@ -45,10 +45,10 @@ def test_quota_deletes_the_oldest_and_the_index_follows(tmp_path: Path) -> None:
 
 def test_days_and_free_space_floor(tmp_path: Path) -> None:
     cfg = video_config(retention_days=2)
-    rt = HallRuntime(cfg, tmp_path / "data", ignore_hours=True)
+    rt = HallRuntime.open(cfg, tmp_path / "data", ignore_hours=True)
     try:
         assert cfg.video is not None
-        svc = VideoService(rt, cfg.video)
+        svc = VideoService(rt, cfg.video, [])
         run = svc.folder / "cam-w1" / f"{int(time.time() * 1000) - 10 * 86400_000:013d}"
         run.mkdir(parents=True)
         sample = Path(__file__).resolve()
@@ -97,7 +97,7 @@ def test_camera_credentials_are_redacted_from_config_get(tmp_path: Path) -> None
     from edge.link.commands import CommandContext, cmd_config_get
 
     cfg = video_config()
-    rt = HallRuntime(cfg, tmp_path / "data", ignore_hours=True)
+    rt = HallRuntime.open(cfg, tmp_path / "data", ignore_hours=True)
     try:
         out = cmd_config_get(CommandContext(rt, None, "c1", "config.get"), {})
         cam = out["config"]["video"]["cameras"][0]

@@ -3,6 +3,7 @@ stream process each (so one can be stopped, frozen or restarted), the service, f
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import tomllib
@@ -11,9 +12,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from drivers.camera import Camera
 from drivers.sim.camera import CameraSimHall
+from edge.assembly import HallServices
 from edge.config import HallConfig, parse_config
-from edge.recorder.service import VideoService, _Start
+from edge.link.commands import add_command, builtin_commands
+from edge.ratings import RatingService
+from edge.recorder.command import cmd_video_export
+from edge.recorder.service import VideoComponent, VideoService
 from edge.runtime import HallRuntime
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,8 +50,10 @@ async def video_hall(tmp: Path, cfg: HallConfig,
                      clock_offset_s: float = 0.0) -> AsyncIterator[tuple[HallRuntime,
                                                                           VideoService,
                                                                           CameraSimHall]]:
+    """What the camera plugin (drivers/video.py) builds, on simulators with a stream each."""
     assert cfg.video is not None
-    rt = HallRuntime(cfg, tmp / "data", ignore_hours=True)
+    rt = HallRuntime.open(cfg, tmp / "data", ignore_hours=True)
+    rt.attach(asyncio.get_running_loop())
     rt.tick()
     # The clip is encoded once per session folder (tmp's parent is shared by a session).
     sims = CameraSimHall(tmp.parent / "sim-cameras", list(cfg.video.cameras), fps=FPS, gop=GOP,
@@ -53,8 +61,14 @@ async def video_hall(tmp: Path, cfg: HallConfig,
     for o in sims.onvif.values():
         o.clock_offset_s = clock_offset_s
     await sims.start()
-    svc = VideoService(rt, cfg.video, sims.configs).attach()
-    starter = _Start(svc)
+    svc = VideoService(rt, cfg.video, [Camera(c) for c in sims.configs])
+    services = HallServices(commands=builtin_commands(), video=svc)
+    add_command(services.commands, "video.export", cmd_video_export)
+    if cfg.rating is not None:
+        services.ratings = RatingService(rt, cfg.rating)
+        services.ratings.snapshots = svc
+    svc.services = services  # type: ignore[attr-defined]  # for the tests' API and commands
+    starter = VideoComponent(svc)
     await starter.start()
     try:
         yield rt, svc, sims

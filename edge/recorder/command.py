@@ -34,7 +34,7 @@ class ExportArgs(Args):
 
 async def cmd_video_export(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
     a: ExportArgs = _args(ExportArgs, args)
-    svc = VideoService.of(ctx.rt)
+    svc: VideoService | None = getattr(ctx.services, "video", None)
     if svc is None:
         raise CommandError("unavailable", "this box records no cameras")
     try:

@@ -34,6 +34,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,15 @@ class Segment:
 
     def row(self) -> tuple[str, float, float, str, int]:
         return (self.camera, self.start, self.end, self.path, self.bytes)
+
+
+def redacted(url: str) -> str:
+    """A url for logs and health: credentials never leave the box's memory."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit((parts.scheme, "<redacted>@" + parts.netloc.rsplit("@", 1)[1], parts.path,
+                       parts.query, parts.fragment))
 
 
 def record_command(url: str, run_dir: Path, segment_seconds: int, transport: str,

@@ -1,9 +1,9 @@
 """The box's video: one recorder per camera, retention, clips of tickets, snapshots.
 
-`VideoService.of(rt)` is the runtime's one service (None without a [video] section); the API
-router, the `video.export` command and the rating service reach it that way. `build` is the
-`hallbox run` builder: with --sim it first starts a simulated ONVIF camera for each configured
-camera (drivers/sim/camera.py) and records from those.
+Built by the camera plugin (drivers/video.py, entry point `hallbox.devices: video`), which
+hands it the cameras (drivers/camera.py: ONVIF or plain RTSP) and puts it in
+`HallServices.video`, where the API router, the `video.export` command and the rating service
+(a bad rating's snapshot) find it. `VideoComponent` starts the recorders and the retention.
 """
 
 from __future__ import annotations
@@ -12,31 +12,73 @@ import asyncio
 import logging
 import os
 import time
-import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
-from drivers.base import DeviceHealthReporter
-from drivers.camera import Camera
 from edge.config.cameras import CameraConfig, VideoSection
-from edge.domain.model import DomainEvent, Ticket
+from edge.domain.model import DomainEvent
 from edge.events import rfc3339
+from edge.health import DeviceHealth, Grade
 from edge.recorder import clips as C
 from edge.recorder.retention import Retention
 from edge.recorder.segments import secure_dir
 from edge.recorder.worker import CameraRecorder
 
 if TYPE_CHECKING:
-    from edge.components import Component, RunContext
     from edge.runtime import HallRuntime
 
 log = logging.getLogger(__name__)
-_services: weakref.WeakKeyDictionary[HallRuntime, VideoService] = weakref.WeakKeyDictionary()
 CLIPS_DIR = "_clips"  # camera ids start with a letter or digit: no clash
 SNAPSHOTS_DIR = "_snapshots"
+
+
+class CameraSource(Protocol):
+    """A camera as the recorder needs it (drivers.camera.Camera)."""
+
+    cfg: CameraConfig
+    info: Any
+
+    @property
+    def id(self) -> str: ...
+
+    async def resolve(self) -> Any: ...
+
+    def stream_url(self) -> str: ...
+
+    async def snapshot(self, timeout: float = 10.0) -> bytes: ...
+
+
+class CameraHealth:
+    """A camera's health through the runtime's registry (class camera; offline is grade B)."""
+
+    def __init__(self, rt: HallRuntime, camera: str) -> None:
+        self.rt, self.camera = rt, camera
+
+    def ok(self, detail: str, metrics: dict[str, int] | None = None) -> None:
+        self._report(True, None, detail, metrics)
+
+    def degraded(self, grade: Grade, detail: str, metrics: dict[str, int] | None = None) -> None:
+        self._report(True, grade, detail, metrics)
+
+    def offline(self, detail: str, metrics: dict[str, int] | None = None) -> None:
+        # B: part of the hall is limited (a window's service goes unrecorded).
+        self._report(False, "B", detail, metrics)
+
+    def update_metrics(self, metrics: dict[str, int]) -> None:
+        cur = self.rt.health.current.get(self.camera)
+        if cur is not None:
+            self._report(cur.online, cur.grade, cur.detail, metrics)
+
+    def _report(self, online: bool, grade: Grade | None, detail: str,
+                metrics: dict[str, int] | None) -> None:
+        try:
+            self.rt.health.report(DeviceHealth(self.camera, "camera", online, grade, detail,
+                                               metrics))
+        except Exception:
+            log.exception("%s: health report failed", self.camera)
 
 
 @dataclass(frozen=True)
@@ -48,7 +90,7 @@ class IssuedClip:
 
 class VideoService:
     def __init__(self, rt: HallRuntime, cfg: VideoSection,
-                 cameras: list[CameraConfig] | None = None) -> None:
+                 cameras: list[CameraSource]) -> None:
         self.rt = rt
         self.cfg = cfg
         folder = Path(cfg.folder)
@@ -57,20 +99,12 @@ class VideoService:
         self.store = rt.store
         self.tz = ZoneInfo(rt.config.hall.timezone)
         self.secret = C.load_secret(rt.data_dir / "video.secret")
-        self.cameras = {c.id: Camera(c) for c in (cameras or cfg.cameras)}
+        self.cameras = {c.id: c for c in cameras}
         self.recorders: dict[str, CameraRecorder] = {
             cid: CameraRecorder(self, cam) for cid, cam in self.cameras.items()}
         self.retention = Retention(self)
-        self._health: dict[str, DeviceHealthReporter] = {}
+        self._health: dict[str, CameraHealth] = {}
         self._accessed: dict[tuple[str, str], float] = {}
-
-    @classmethod
-    def of(cls, rt: HallRuntime) -> VideoService | None:
-        return _services.get(rt)
-
-    def attach(self) -> VideoService:
-        _services[self.rt] = self
-        return self
 
     # ---- helpers for the workers ---------------------------------------------------------
     def iso(self, ts: float) -> str:
@@ -83,14 +117,13 @@ class VideoService:
             log.exception("could not journal %s", type_)
             return []
 
-    def health(self, camera: str) -> DeviceHealthReporter:
+    def health(self, camera: str) -> CameraHealth:
         h = self._health.get(camera)
         if h is None:
-            # B: part of the hall is limited (a window's service goes unrecorded).
-            h = self._health[camera] = DeviceHealthReporter(self.rt, camera, "camera", "B")
+            h = self._health[camera] = CameraHealth(self.rt, camera)
         return h
 
-    def camera_of_window(self, window: int) -> Camera | None:
+    def camera_of_window(self, window: int) -> CameraSource | None:
         return next((c for c in self.cameras.values() if c.cfg.window == window), None)
 
     # ---- clips -----------------------------------------------------------------------------
@@ -98,11 +131,10 @@ class VideoService:
         """(camera, start, end) of a ticket's service: its call to its finish, padded."""
         t = self.rt.hall.tickets.get(ticket)
         if t is None:
-            doc = self.store.ticket_doc(ticket)  # an earlier day's ticket
-            if doc is None:
+            t = self.store.video_ticket(ticket)  # an earlier day's ticket
+            if t is None:
                 raise C.ClipRefused(404, "unknown-ticket", f"no ticket {ticket!r}",
                                     "/path/ticket")
-            t = Ticket.from_doc(doc)
         window, called, finished = t.window, t.called_at, t.finished_at
         if called is None or window is None:
             raise C.ClipRefused(409, "never-called",
@@ -227,7 +259,7 @@ class VideoService:
         return path
 
 
-class _Start:
+class VideoComponent:
     """Starts the recorders and the retention worker (after the simulators, if any)."""
 
     def __init__(self, svc: VideoService) -> None:
@@ -243,21 +275,3 @@ class _Start:
         await self.svc.retention.stop()
         await asyncio.gather(*(r.stop() for r in self.svc.recorders.values()),
                              return_exceptions=True)
-
-
-def build(ctx: RunContext) -> list[Component]:
-    cfg = ctx.runtime.config.video
-    if cfg is None or not cfg.cameras or not ctx.devices:
-        return []
-    comps: list[Any] = []
-    cameras = list(cfg.cameras)
-    if ctx.sim:
-        from drivers.sim.camera import CameraSimHall
-
-        sims = CameraSimHall(ctx.data_dir / "sim-cameras", cameras)
-        comps.append(sims)
-        cameras = sims.configs  # the same cameras, pointed at their simulators
-        ctx.sim_devices.extend(sims.entries)
-    svc = VideoService(ctx.runtime, cfg, cameras).attach()
-    comps.append(_Start(svc))
-    return comps

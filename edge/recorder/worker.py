@@ -24,13 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drivers.camera import Camera, CameraError, redacted
 from edge.domain.model import DomainEvent
 from edge.events import rfc3339
 from edge.recorder import segments as S
+from edge.recorder.segments import redacted
 
 if TYPE_CHECKING:
-    from edge.recorder.service import VideoService
+    from edge.recorder.service import CameraSource, VideoService
 
 log = logging.getLogger(__name__)
 POLL_S = 0.25
@@ -39,7 +39,7 @@ BACKOFF_MAX_S = 15.0
 
 
 class CameraRecorder:
-    def __init__(self, svc: VideoService, camera: Camera) -> None:
+    def __init__(self, svc: VideoService, camera: CameraSource) -> None:
         self.svc = svc
         self.camera = camera
         self.cfg = camera.cfg
@@ -93,8 +93,8 @@ class CameraRecorder:
         while True:
             try:
                 info = await self.camera.resolve()
-            except CameraError as e:
-                self._went_offline(str(e))
+            except Exception as e:  # unreachable, refused, no H.264 profile: not recording
+                self._went_offline(str(e) or type(e).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
                 continue
