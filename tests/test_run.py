@@ -39,10 +39,14 @@ def test_sim_hall_with_relative_data_dir(tmp_path: Path) -> None:
                 time.sleep(0.2)
         sim = json.loads((tmp_path / "var" / "sim.json").read_text(encoding="utf-8"))
         classes = {d["class"] for d in sim["devices"]}
-        assert {"printer", "board", "keypad", "evaluator", "attendance", "fingerprint"} <= classes
+        assert {"printer", "board", "keypad", "evaluator", "attendance", "fingerprint",
+                "camera"} <= classes
         for d in sim["devices"]:
             ep = d["endpoint"]
-            assert ep.startswith(("/", "127.0.0.1:")), d  # absolute pty paths or loopback
+            # absolute pty paths or loopback (cameras: RTSP and ONVIF on loopback)
+            assert ep.startswith(("/", "127.0.0.1:", "rtsp://127.0.0.1:")), d
+            if d["class"] == "camera":
+                assert d["onvif"].startswith("http://127.0.0.1:") and d["window"], d
         ticket = httpx.post(f"{base}/api/v1/tickets", json={"service": "SHMS"}, timeout=10).json()
         assert ticket["printer"]["printed"] is True
         # every simulated device comes up healthy
