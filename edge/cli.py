@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import logging
 import os
 import signal
@@ -125,6 +126,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cameras_discover(args: argparse.Namespace) -> int:
+    """WS-Discovery: unicast to --host, or multicast on the LAN (never beyond: TTL 1)."""
+    from drivers.protocols.ws_discovery import discover
+
+    found = asyncio.run(discover(args.host, args.port, args.timeout))
+    for m in found:
+        if args.json:
+            print(json.dumps({"address": m.address, "xaddrs": m.xaddrs, "from": m.source,
+                              "scopes": m.scopes}, ensure_ascii=False))
+        else:
+            print(f"{m.source}\t{' '.join(m.xaddrs)}\t{m.address}")
+    if not found:
+        print("no ONVIF camera answered", file=sys.stderr)
+    return 0 if found else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     logs.setup()
     p = argparse.ArgumentParser(prog="hallbox", description=__doc__)
@@ -149,6 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     h = sub.add_parser("hash-pin", help="make an argon2 hash for a staff PIN")
     h.add_argument("pin", nargs="?")
     h.set_defaults(fn=cmd_hash_pin)
+    cam = sub.add_parser("cameras", help="ONVIF cameras")
+    cam_sub = cam.add_subparsers(dest="cameras_cmd", required=True)
+    d = cam_sub.add_parser("discover", help="WS-Discovery probe for ONVIF cameras")
+    d.add_argument("--host", help="probe this host only (unicast); default: multicast")
+    d.add_argument("--port", type=int, default=3702)
+    d.add_argument("--timeout", type=float, default=3.0)
+    d.add_argument("--json", action="store_true", help="one JSON object per camera")
+    d.set_defaults(fn=cmd_cameras_discover)
     add_central_parser(sub)
     add_ops_parsers(sub)  # issue 13: doctor, backup, restore, example-config
     args = p.parse_args(argv)

@@ -9,7 +9,8 @@ SetSystemDateAndTime, GetProfiles, GetStreamUri, GetSnapshotUri) and serves the 
 behind HTTP digest auth; it is checked against the onvif-zeep-async client in the tests. Each
 camera has its own clock offset, so a drifting camera clock can be simulated.
 
-Nothing here multicasts: WS-Discovery is answered only to unicast probes on the port given.
+Nothing here multicasts: each camera answers WS-Discovery probes sent to it (unicast, on its
+own loopback UDP port) and never announces itself.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +36,7 @@ from xml.sax.saxutils import escape
 
 from pydantic import SecretStr
 
+from drivers.protocols.ws_discovery import ProbeResponder
 from edge.config.cameras import CameraConfig
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,12 @@ NS = {
 }
 AUTHLESS = {"GetSystemDateAndTime"}  # ONVIF Core: readable before authentication
 REALM = "hallbox-sim-camera"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def free_port() -> int:
@@ -165,9 +174,12 @@ class OnvifCameraSim:
         self.width, self.height, self.fps, self.gop = width, height, fps, gop
         self.port = port or free_port()
         self.clock_offset_s = clock_offset_s  # the camera's clock minus the true time
+        self.discovery_port = free_udp_port()  # WS-Discovery, unicast probes only
+        self.endpoint_ref = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, camera_id)}"
         self.calls: list[str] = []  # operation names, for tests
         self.auth_failures = 0
         self._server: asyncio.AbstractServer | None = None
+        self._udp: asyncio.DatagramTransport | None = None
         self._nonces: set[str] = set()
 
     @property
@@ -179,8 +191,17 @@ class OnvifCameraSim:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+        loop = asyncio.get_running_loop()
+        self._udp, _ = await loop.create_datagram_endpoint(
+            lambda: ProbeResponder(self.endpoint_ref, [self.device_url],
+                                   ["onvif://www.onvif.org/type/video_encoder",
+                                    f"onvif://www.onvif.org/name/hallbox-sim-{self.id}"]),
+            local_addr=("127.0.0.1", self.discovery_port))
 
     async def stop(self) -> None:
+        if self._udp:
+            self._udp.close()
+            self._udp = None
         if self._server:
             self._server.close()
             with contextlib.suppress(Exception):
