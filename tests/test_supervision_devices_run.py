@@ -8,7 +8,7 @@ import asyncio
 import httpx
 import pytest
 
-from drivers import calling_devices, supervision_devices
+from drivers import calling_devices, supervision_devices, video
 from drivers.supervision_devices import build
 from edge.assembly import BoxContext, HallServices, installed_plugins
 from edge.config import ConfigError, parse_config
@@ -18,7 +18,7 @@ from tests.waiting import until
 
 
 def test_hallbox_run_finds_the_device_plugins_through_the_package():
-    assert installed_plugins() == [calling_devices.build, supervision_devices.build]
+    assert installed_plugins() == [calling_devices.build, supervision_devices.build, video.build]
 
 
 def context(rt, tmp_path) -> BoxContext:
