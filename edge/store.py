@@ -522,6 +522,15 @@ class Store:
         return {r[0] for r in self._read("SELECT path FROM video_segments WHERE camera=?",
                                          (camera,))}
 
+    def video_segment_ids(self, paths: list[str]) -> list[int]:
+        out: list[int] = []
+        for i in range(0, len(paths), 500):
+            chunk = paths[i:i + 500]
+            out += [r[0] for r in self._read(
+                f"SELECT id FROM video_segments WHERE path IN ({','.join('?' * len(chunk))})",
+                chunk)]
+        return out
+
     def video_last_segment(self, camera: str) -> tuple[float, float, str] | None:
         row = self._read_one("SELECT start, end, path FROM video_segments WHERE camera=?"
                              " ORDER BY end DESC LIMIT 1", (camera,))

@@ -98,12 +98,17 @@ def test_crash_between_file_and_index_is_repaired(tmp_path: Path) -> None:
         n = con.execute("SELECT count(*) FROM video_segments").fetchone()[0]
         con.execute("DELETE FROM video_segments WHERE id IN (SELECT id FROM video_segments "
                     "ORDER BY start DESC LIMIT 2)")
+        # And the other way round: a row whose file retention deleted just before the crash.
+        oldest = con.execute("SELECT path FROM video_segments ORDER BY start LIMIT 1").fetchone()[0]
         con.commit()
         con.close()
+        (tmp_path / "data" / "recordings" / oldest).unlink()
         async with video_hall(tmp_path, cfg) as (rt, svc, _sims):
             # Repaired before recording starts again.
             rows = svc.store.video_segments_between("cam-w1", 0, 1e12)
-            assert len(rows) >= n
+            assert len(rows) >= n - 1
+            assert oldest not in {p for _s, _e, p, _b in rows}
+            assert all((svc.folder / p).exists() for _s, _e, p, _b in rows)
             # The gap while the box was down is announced by the first new segment.
             rec = svc.recorders["cam-w1"]
             await until(lambda: rec.recording, 30)

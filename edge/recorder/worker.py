@@ -76,8 +76,14 @@ class CameraRecorder:
         await self._end_process(graceful=True)
 
     async def repair(self) -> int:
-        """Index what earlier runs left on disk without an index row."""
+        """Index what earlier runs left on disk without an index row; drop rows whose file is
+        gone (retention deleted the file, then the box died before the row)."""
         indexed = self.svc.store.video_segment_paths(self.camera.id)
+        orphans = self.svc.store.video_segment_ids(
+            [p for p in indexed if not (self.svc.folder / p).exists()])
+        if orphans:
+            self.svc.store.video_delete_segments(orphans)
+            log.info("%s: dropped %d index row(s) without a file", self.camera.id, len(orphans))
         found: list[S.Segment] = []
         for run in S.runs(self.dir):
             found += await S.repair_run(self.svc.folder, self.camera.id, run, indexed)
