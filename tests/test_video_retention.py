@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 from pathlib import Path
@@ -61,8 +62,15 @@ def test_days_and_free_space_floor(tmp_path: Path) -> None:
             rows.append(("cam-w1", start, start + 10, f.relative_to(svc.folder).as_posix(),
                          f.stat().st_size))
         svc.store.video_add_segments(rows)
+        snaps = svc.folder / "_snapshots" / "cam-w1"
+        snaps.mkdir(parents=True)
+        old_snap, new_snap = snaps / "old.jpg", snaps / "new.jpg"
+        for p, age_days in ((old_snap, 3), (new_snap, 1)):
+            p.write_bytes(b"\xff\xd8")
+            os.utime(p, (now - age_days * 86400, now - age_days * 86400))
         svc.retention.floor_bytes = 0
         assert svc.retention.sweep(now) == 2  # older than 2 days
+        assert not old_snap.exists() and new_snap.exists()
         left = svc.store.video_segments_between("cam-w1", 0, 1e12)
         assert [r[2] for r in left] == [rows[2][3], rows[3][3]]
         assert not (svc.folder / rows[0][3]).exists()

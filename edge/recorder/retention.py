@@ -1,5 +1,6 @@
 """Retention: recordings older than `retention_days` go, and the oldest go first whenever the
-recordings exceed `quota_gb` or the disk's free space falls under `free_floor_gb`.
+recordings exceed `quota_gb` or the disk's free space falls under `free_floor_gb`. Bad
+ratings' snapshots follow `retention_days` too.
 
 A file is deleted before its index row: a crash in between leaves a row without a file, which
 clips skip and the next start prunes; never a file nobody can find. Expired clips go too.
@@ -86,6 +87,7 @@ class Retention:
             n += len(doomed)
             if len(doomed) < len(rows):
                 break
+        self._drop_old_snapshots(horizon)
         for clip_id, path in store.video_expired_clips(now):
             with contextlib.suppress(FileNotFoundError):
                 (folder / path).unlink()
@@ -95,6 +97,18 @@ class Retention:
             log.info("video retention: deleted %d segment(s)", n)
         self.deleted += n
         return n
+
+    def _drop_old_snapshots(self, horizon: float) -> None:
+        """Bad ratings' snapshots are kept as long as the recordings."""
+        from edge.recorder.service import SNAPSHOTS_DIR
+
+        root = self.svc.folder / SNAPSHOTS_DIR
+        if not root.is_dir():
+            return
+        for p in root.glob("*/*.jpg"):
+            with contextlib.suppress(FileNotFoundError):
+                if p.stat().st_mtime < horizon:
+                    p.unlink()
 
     def _drop_empty_runs(self, now: float) -> None:
         for cam in self.svc.recorders:

@@ -224,6 +224,8 @@ class VideoService:
         now = time.monotonic()
         key = (clip_id, client)
         if now - self._accessed.get(key, -1e9) > 60:
+            if len(self._accessed) > 10_000:  # bounded: forget the quiet ones
+                self._accessed = {k: t for k, t in self._accessed.items() if now - t <= 60}
             self._accessed[key] = now
             self.emit("video.accessed", {"clip": clip_id, "camera": row["camera"],
                                          "ticket": row["ticket"], "client": client[:64],
