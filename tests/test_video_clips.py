@@ -166,6 +166,9 @@ def test_ticket_clip_urls_refusals_export_and_snapshot(tmp_path: Path) -> None:
             other = C.sign(b"not the box's secret" * 2, clip_id, int(now) + 60)
             await refused(await client.get(f"/api/v1/video/clips/{clip_id}?exp={int(now) + 60}"
                                            f"&sig={other}"), 403, "forged-url")
+            refusals = events(rt, "video.refused")
+            assert refusals and refusals[0]["reason"] == "forged-url"
+            assert len(refusals) == 1  # one a minute per client: the open url cannot flood
             old = int(now) - 5
             await refused(await client.get(f"/api/v1/video/clips/{clip_id}?exp={old}"
                                            f"&sig={C.sign(svc.secret, clip_id, old)}"),
@@ -174,6 +177,14 @@ def test_ticket_clip_urls_refusals_export_and_snapshot(tmp_path: Path) -> None:
             await refused(await client.get(f"/api/v1/video/clips/{sneaky}?exp={int(now) + 60}"
                                            f"&sig={C.sign(svc.secret, '../../hallbox.db', 0)}"),
                           400, "bad-path")
+
+            # Cutting is bounded: beyond MAX_EXPORTS at once, a clear 429.
+            from edge.recorder.service import MAX_EXPORTS
+
+            svc._exporting = MAX_EXPORTS
+            await refused(await client.post(f"/api/v1/tickets/{t.id}/video", headers=MANAGER),
+                          429, "busy")
+            svc._exporting = 0
 
             # The central room's command: url, or the clip uploaded by PUT.
             received: dict[str, Any] = {}

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 CLIPS_DIR = "_clips"  # camera ids start with a letter or digit: no clash
 SNAPSHOTS_DIR = "_snapshots"
+MAX_EXPORTS = 3  # clips cut at once (each an ffmpeg); more are refused, not queued
 
 
 class CameraSource(Protocol):
@@ -105,6 +106,7 @@ class VideoService:
         self.retention = Retention(self)
         self._health: dict[str, CameraHealth] = {}
         self._accessed: dict[tuple[str, str], float] = {}
+        self._exporting = 0
 
     # ---- helpers for the workers ---------------------------------------------------------
     def iso(self, ts: float) -> str:
@@ -174,7 +176,14 @@ class VideoService:
             raise C.ClipRefused(404, "no-recording",
                                 f"no recording of {camera} for {parts}; ask with "
                                 "\"partial\": true for the recorded parts")
-        clip = await C.cut(self.folder, self.folder / CLIPS_DIR, camera, segs, start, end)
+        if self._exporting >= MAX_EXPORTS:
+            raise C.ClipRefused(429, "busy", f"{self._exporting} clips are being cut; try again "
+                                "in a moment")
+        self._exporting += 1
+        try:
+            clip = await C.cut(self.folder, self.folder / CLIPS_DIR, camera, segs, start, end)
+        finally:
+            self._exporting -= 1
         clip = C.Clip(clip.id, clip.camera, clip.start, clip.end, clip.path, clip.bytes, holes)
         expires = int(time.time()) + self.cfg.url_ttl_seconds
         self.store.video_add_clip(clip.id, camera, clip.start, clip.end,
@@ -210,8 +219,14 @@ class VideoService:
         return out
 
     def open_clip(self, clip_id: str, exp: str, sig: str, client: str) -> Path:
-        """The clip's file for a signed GET; every access is a `video.accessed` event."""
-        C.check(self.secret, clip_id, exp, sig)
+        """The clip's file for a signed GET; every access is a `video.accessed` event, every
+        forged, expired or escaping url a `video.refused` one (at most one a minute per client:
+        the url is reachable without a token, so the journal must not be floodable)."""
+        try:
+            C.check(self.secret, clip_id, exp, sig)
+        except C.ClipRefused as e:
+            self._refused(e, clip_id, client)
+            raise
         row = self.store.video_clip(clip_id)
         if row is None:
             raise C.ClipRefused(404, "unknown-clip", "no such clip (it may have expired)")
@@ -232,6 +247,15 @@ class VideoService:
                                          "start": self.iso(row["start"]),
                                          "end": self.iso(row["end"])})
         return path
+
+    def _refused(self, e: C.ClipRefused, clip_id: str, client: str) -> None:
+        now = time.monotonic()
+        key = ("refused", client)
+        if now - self._accessed.get(key, -1e9) <= 60:
+            return
+        self._accessed[key] = now
+        self.emit("video.refused", {"reason": e.code, "client": client[:64],
+                                    "clip": clip_id[:64], "detail": e.detail[:200]})
 
     # ---- snapshots -------------------------------------------------------------------------
     def snapshot_ref(self, window: int, ticket: str | None) -> str | None:
