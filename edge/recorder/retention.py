@@ -116,7 +116,7 @@ class Retention:
             if not d.is_dir():
                 continue
             for run in d.iterdir():
-                if not (run.is_dir() and RUN_RE.match(run.name)):
+                if not (run.is_dir() and RUN_RE.fullmatch(run.name)):
                     continue
                 if now - int(run.name) / 1000 < 3600:
                     continue  # maybe the run being written

@@ -38,8 +38,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 log = logging.getLogger(__name__)
 
-SEGMENT_RE = re.compile(r"^\d{6}\.mp4$")
-RUN_RE = re.compile(r"^\d{13}$")
+SEGMENT_RE = re.compile(r"[0-9]{6}\.mp4")
+RUN_RE = re.compile(r"[0-9]{13}")
 START_RE = re.compile(r"Duration: [^,]+, start: (-?\d+(?:\.\d+)?)")
 FRAG_OPTIONS = "movflags=+frag_keyframe+empty_moov+default_base_moof:flush_packets=1"
 
@@ -103,7 +103,7 @@ def parse_list(text: str) -> list[tuple[str, float, float]]:
     out = []
     for line in text.split("\n")[:-1]:  # the text after the last newline may be half-written
         parts = line.strip().split(",")
-        if len(parts) != 3 or not SEGMENT_RE.match(parts[0]):
+        if len(parts) != 3 or not SEGMENT_RE.fullmatch(parts[0]):
             continue
         try:
             out.append((parts[0], float(parts[1]), float(parts[2])))
@@ -157,7 +157,7 @@ async def repair_run(folder: Path, camera: str, run_dir: Path,
     listed = {name: (s, e) for name, s, e in entries}
     found: list[Segment] = []
     prev_end = base
-    for f in sorted(p for p in run_dir.iterdir() if SEGMENT_RE.match(p.name)):
+    for f in sorted(p for p in run_dir.iterdir() if SEGMENT_RE.fullmatch(p.name)):
         rel = f.relative_to(folder).as_posix()
         if f.name in listed:
             s, e = listed[f.name]
@@ -180,4 +180,4 @@ async def repair_run(folder: Path, camera: str, run_dir: Path,
 def runs(camera_dir: Path) -> list[Path]:
     if not camera_dir.is_dir():
         return []
-    return sorted(p for p in camera_dir.iterdir() if p.is_dir() and RUN_RE.match(p.name))
+    return sorted(p for p in camera_dir.iterdir() if p.is_dir() and RUN_RE.fullmatch(p.name))

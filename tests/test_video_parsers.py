@@ -1,0 +1,55 @@
+"""The recorder's parsers fuzzed: ffmpeg's segment list (read while it is being written) and
+the signed clip url's parameters (reachable without a token)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.recorder import clips as C
+from edge.recorder.segments import parse_list
+
+SECRET = b"k" * 32
+
+
+def test_segment_list_keeps_only_complete_lines() -> None:
+    text = "000000.mp4,0.000000,1.898438\n000001.mp4,1.898438,2.898438\n000002.mp4,2.89"
+    assert parse_list(text) == [("000000.mp4", 0.0, 1.898438),
+                                ("000001.mp4", 1.898438, 2.898438)]
+    assert parse_list("../x.mp4,0,1\n000003.mp4,a,b\n") == []
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=400))
+def test_segment_list_never_raises_and_names_only_segments(text: str) -> None:
+    for name, start, end in parse_list(text):
+        assert name.endswith(".mp4") and "/" not in name and len(name) == 10
+        assert isinstance(start, float) and isinstance(end, float)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=80), st.text(max_size=30), st.text(max_size=80))
+def test_clip_url_check_refuses_cleanly(clip: str, exp: str, sig: str) -> None:
+    try:
+        C.check(SECRET, clip, exp, sig)
+    except C.ClipRefused as e:
+        assert e.status in (400, 403, 410) and e.code in ("bad-path", "forged-url",
+                                                          "expired-url")
+    else:  # only a url this secret signed can pass
+        assert sig == C.sign(SECRET, clip, int(exp))
+
+
+def test_clip_url_check_accepts_its_own_and_refuses_the_rest() -> None:
+    clip = "A" * 24
+    exp = int(time.time()) + 60
+    C.check(SECRET, clip, str(exp), C.sign(SECRET, clip, exp))
+    with pytest.raises(C.ClipRefused, match="signature"):
+        C.check(SECRET, clip, str(exp + 1), C.sign(SECRET, clip, exp))
+    with pytest.raises(C.ClipRefused, match="expired"):
+        C.check(SECRET, clip, str(exp - 120), C.sign(SECRET, clip, exp - 120))
+    with pytest.raises(C.ClipRefused) as e:
+        C.check(SECRET, "../../hallbox.db", str(exp), C.sign(SECRET, "../../hallbox.db", exp))
+    assert e.value.code == "bad-path"
