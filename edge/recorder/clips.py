@@ -23,7 +23,7 @@ from pathlib import Path
 
 from edge.recorder.segments import probe_duration, secure_dir
 
-CLIP_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+CLIP_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 GAP_TOLERANCE_S = 0.5  # wall-clock stamps jitter: smaller holes are not missing recording
 
 
@@ -144,7 +144,7 @@ def sign(secret: bytes, clip_id: str, expires: int) -> str:
 def check(secret: bytes, clip_id: str, expires: str, sig: str,
           now: float | None = None) -> None:
     """Raise ClipRefused unless the signature is ours and not expired."""
-    if not CLIP_ID.match(clip_id):
+    if not CLIP_ID.fullmatch(clip_id):
         raise ClipRefused(400, "bad-path", "a clip id is 16-64 letters, digits, - and _",
                           "/path/clip")
     try:
