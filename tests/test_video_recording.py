@@ -172,3 +172,37 @@ def test_clock_drift_is_a_health_warning(tmp_path: Path) -> None:
                                     for e in events(rt, "device.health")), 5)
 
     asyncio.run(main())
+
+
+def test_plain_rtsp_camera_records_and_snapshots_from_the_stream(tmp_path: Path) -> None:
+    """No ONVIF: the url is the stream, a snapshot is one decoded frame of it (ffmpeg)."""
+    from drivers.sim.camera import RtspSource, prepare_clip
+    from edge.config.cameras import CameraConfig
+    from edge.recorder.service import VideoComponent, VideoService
+    from edge.runtime import HallRuntime
+
+    async def main() -> None:
+        clip, _ = prepare_clip(tmp_path.parent / "sim-cameras")
+        src = RtspSource(clip, ["plain"])
+        await src.start()
+        cfg = video_config([{"id": "cam-w2", "window": 2, "rtsp": src.url("plain")}])
+        assert cfg.video
+        rt = HallRuntime.open(cfg, tmp_path / "data", ignore_hours=True)
+        cam = Camera(CameraConfig(id="cam-w2", window=2, rtsp=src.url("plain")))
+        svc = VideoService(rt, cfg.video, [cam])
+        comp = VideoComponent(svc)
+        await comp.start()
+        try:
+            await until(lambda: svc.recorders["cam-w2"].segments >= 2, 30)
+            ref = svc.snapshot_ref(2, "20261124-B001")
+            assert ref is not None
+            path = await svc.take_snapshot(2, ref)
+            assert path is not None and path.read_bytes()[:2] == b"\xff\xd8"
+            assert (path.stat().st_mode & 0o777) == 0o600
+            assert svc.snapshot_ref(3, None) is None  # window 3 has no camera
+        finally:
+            await comp.stop()
+            await src.stop()
+            rt.close()
+
+    asyncio.run(main())
