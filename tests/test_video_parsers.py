@@ -53,3 +53,12 @@ def test_clip_url_check_accepts_its_own_and_refuses_the_rest() -> None:
     with pytest.raises(C.ClipRefused) as e:
         C.check(SECRET, "../../hallbox.db", str(exp), C.sign(SECRET, "../../hallbox.db", exp))
     assert e.value.code == "bad-path"
+
+
+def test_ffmpeg_messages_lose_url_credentials() -> None:
+    from edge.recorder.segments import scrub
+
+    line = "[in#0] rtsp://hallbox:pw-w1@127.0.0.1:554/cam-w1: Connection refused"
+    assert scrub(line) == "[in#0] rtsp://<redacted>@127.0.0.1:554/cam-w1: Connection refused"
+    assert "secret" not in scrub("from 'rtsp://admin:secret@10.0.0.5/Streaming/101'")
+    assert scrub("no url here: a@b") == "no url here: a@b"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import signal
 from pathlib import Path
@@ -74,6 +75,10 @@ def test_recording_survives_kill_outage_and_stall(tmp_path: Path) -> None:
             assert "stalled" in reason or "ffmpeg exited" in reason
             segs_before = rec.segments
             await until(lambda: rec.recording and rec.segments > segs_before, 40)
+
+            # The camera's password never reached the journal (ffmpeg's errors name the url).
+            journal = json.dumps(rt.store.events_after(0, 100_000), ensure_ascii=False)
+            assert "pw-w1" not in journal and "camera.offline" in journal
 
             # The index has no overlaps and every row's file exists.
             rows = svc.store.video_segments_between("cam-w1", 0, 1e12)

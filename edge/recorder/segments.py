@@ -65,6 +65,14 @@ def redacted(url: str) -> str:
                        parts.query, parts.fragment))
 
 
+_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]+@")
+
+
+def scrub(text: str) -> str:
+    """Any url credentials in free text (ffmpeg's messages name the url it opened) removed."""
+    return _CREDENTIALS.sub(r"\1<redacted>@", text)
+
+
 def record_command(url: str, run_dir: Path, segment_seconds: int, transport: str,
                    ffmpeg: str = "ffmpeg") -> list[str]:
     """One ffmpeg per camera: stream copy into the segment muxer (no decoding, no encoding)."""

@@ -171,7 +171,8 @@ class CameraRecorder:
             line = await self.proc.stderr.readline()
             if not line:
                 return
-            text = line.decode("utf-8", "replace").rstrip()
+            # ffmpeg names the url it opened, credentials included: never keep those.
+            text = S.scrub(line.decode("utf-8", "replace").rstrip())
             if not base:
                 m = S.START_RE.search(text)
                 if m:
@@ -236,6 +237,7 @@ class CameraRecorder:
         return {"segments": self.segments, "restarts": self.restarts, "stalls": self.stalls}
 
     def _went_offline(self, reason: str) -> None:
+        reason = S.scrub(reason)
         was = self.recording
         self.recording = False
         if self.offline_since is not None and not was:
