@@ -128,7 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_cameras_discover(args: argparse.Namespace) -> int:
     """WS-Discovery: unicast to --host, or multicast on the LAN (never beyond: TTL 1)."""
-    from drivers.protocols.ws_discovery import discover
+    from edge.recorder.discovery import discover
 
     found = asyncio.run(discover(args.host, args.port, args.timeout))
     for m in found:

@@ -20,8 +20,8 @@ from wsdiscovery.message import createSOAPMessage, parseSOAPMessage
 from wsdiscovery.namespaces import NS_ACTION_PROBE, NS_ACTION_PROBE_MATCH
 from wsdiscovery.service import Service
 
-from drivers.protocols import ws_discovery as wsd
 from drivers.sim.camera import CameraSimHall
+from edge.recorder import discovery as wsd
 from tests.video_fixtures import video_config
 
 ROOT = Path(__file__).resolve().parents[1]

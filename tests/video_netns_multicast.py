@@ -9,7 +9,7 @@ import socket
 import struct
 import sys
 
-from drivers.protocols.ws_discovery import MULTICAST, ProbeResponder
+from edge.recorder.discovery import MULTICAST, ProbeResponder
 
 
 async def main() -> int:

@@ -36,8 +36,8 @@ from xml.sax.saxutils import escape
 
 from pydantic import SecretStr
 
-from drivers.protocols.ws_discovery import ProbeResponder
 from edge.config.cameras import CameraConfig
+from edge.recorder.discovery import ProbeResponder
 
 log = logging.getLogger(__name__)
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-gi and the GStreamer typelibs
