@@ -119,6 +119,13 @@ class VideoService:
             log.exception("could not journal %s", type_)
             return []
 
+    def post(self, type_: str, data: dict[str, Any]) -> None:
+        """An event the loop need not wait for (a camera going off or on line): durable soon."""
+        try:
+            self.rt.post([DomainEvent(type_, data)])
+        except Exception:
+            log.exception("could not journal %s", type_)
+
     def health(self, camera: str) -> CameraHealth:
         h = self._health.get(camera)
         if h is None:

@@ -245,7 +245,7 @@ class CameraRecorder:
         self.offline_since = self.last_end or time.time()
         self.offline_reason = reason
         log.warning("%s: not recording: %s", self.camera.id, reason)
-        self.svc.emit("camera.offline", {
+        self.svc.post("camera.offline", {
             "camera": self.camera.id, "window": self.cfg.window,
             "since": self.svc.iso(self.offline_since), "reason": reason[:300]})
         self.svc.health(self.camera.id).offline(f"not recording: {reason}"[:300],
@@ -262,7 +262,7 @@ class CameraRecorder:
                          "reason": self.offline_reason[:300]})
         self.offline_since = None
         log.info("%s: recording", self.camera.id)
-        self.svc.emit("camera.online", data)
+        self.svc.post("camera.online", data)
         info = self.camera.info
         self._clock_health(info.drift_s if info else None, info.clock_set if info else False)
 
