@@ -62,3 +62,17 @@ def test_ffmpeg_messages_lose_url_credentials() -> None:
     assert scrub(line) == "[in#0] rtsp://<redacted>@127.0.0.1:554/cam-w1: Connection refused"
     assert "secret" not in scrub("from 'rtsp://admin:secret@10.0.0.5/Streaming/101'")
     assert scrub("no url here: a@b") == "no url here: a@b"
+
+
+def test_list_tail_reads_only_new_complete_lines(tmp_path) -> None:
+    from edge.recorder.segments import ListTail
+
+    p = tmp_path / "list.csv"
+    tail = ListTail(p)
+    assert tail.new_entries() == []  # not there yet
+    p.write_text("000000.mp4,0.000000,1.0\n000001.mp4,1.0,2.")
+    assert tail.new_entries() == [("000000.mp4", 0.0, 1.0)]
+    with p.open("a") as f:
+        f.write("0\n000002.mp4,2.0,3.0\n")
+    assert tail.new_entries() == [("000001.mp4", 1.0, 2.0), ("000002.mp4", 2.0, 3.0)]
+    assert tail.new_entries() == []

@@ -120,6 +120,31 @@ def parse_list(text: str) -> list[tuple[str, float, float]]:
     return out
 
 
+class ListTail:
+    """Follows a segment list as ffmpeg appends to it: each call returns the new complete
+    lines only (a line cut mid-write waits for the next call)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.pos = 0
+        self.partial = ""
+
+    def new_entries(self) -> list[tuple[str, float, float]]:
+        try:
+            if self.path.stat().st_size <= self.pos:
+                return []
+            with self.path.open("r", encoding="utf-8", errors="replace") as f:
+                f.seek(self.pos)
+                data = f.read()
+                self.pos = f.tell()
+        except OSError:
+            return []
+        text = self.partial + data
+        cut = text.rfind("\n") + 1
+        self.partial = text[cut:]
+        return parse_list(text[:cut])
+
+
 async def probe(path: Path, ffprobe: str = "ffprobe") -> dict[str, object] | None:
     """ffprobe's format and first video stream, or None when it cannot read the file."""
     proc = await asyncio.create_subprocess_exec(

@@ -127,7 +127,7 @@ class CameraRecorder:
         log.info("%s: recording %s", self.camera.id, redacted(cmd[cmd.index("-i") + 1]))
         base: list[float] = []
         reader = asyncio.create_task(self._read_stderr(base, run_dir))
-        seen = 0
+        tail = S.ListTail(run_dir / "list.csv")
         progress = time.monotonic()
         stall = self.svc.cfg.stall_after()
         # Fast enough to index a segment soon after it closes, rare enough to cost nothing.
@@ -136,9 +136,7 @@ class CameraRecorder:
         try:
             while True:
                 await asyncio.sleep(poll)
-                new = self._index_new(run_dir, base, seen)
-                if new:
-                    seen += new
+                if self._index_new(run_dir, base, tail):
                     progress = time.monotonic()
                 if self.proc.returncode is not None:
                     reason = f"ffmpeg exited with {self.proc.returncode}: {self._last_error()}"
@@ -153,7 +151,7 @@ class CameraRecorder:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
         # The segments ffmpeg closed since the last poll, and the one it had open.
-        self._index_new(run_dir, base, seen)
+        self._index_new(run_dir, base, tail)
         indexed = self.svc.store.video_segment_paths(self.camera.id)
         rest = await S.repair_run(self.svc.folder, self.camera.id, run_dir, indexed)
         if rest:
@@ -192,14 +190,12 @@ class CameraRecorder:
                 return line[-200:]
         return self._stderr[-1][-200:] if self._stderr else ""
 
-    def _index_new(self, run_dir: Path, base: list[float], seen: int) -> int:
+    def _index_new(self, run_dir: Path, base: list[float], tail: S.ListTail) -> int:
+        """Index the segments ffmpeg closed since the last look (only the list's new bytes are
+        read: a day's run lists thousands of segments)."""
         if not base:
-            return 0
-        try:
-            entries = S.parse_list((run_dir / "list.csv").read_text())
-        except OSError:
-            return 0
-        fresh = entries[seen:]
+            return 0  # the list is read once the run's base time is known
+        fresh = tail.new_entries()
         rows: list[S.Segment] = []
         for name, s, e in fresh:
             p = run_dir / name
