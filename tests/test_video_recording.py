@@ -168,8 +168,8 @@ def test_onvif_simulator_answers_the_onvif_client(tmp_path: Path) -> None:
 
 def test_clock_drift_is_a_health_warning(tmp_path: Path) -> None:
     async def main() -> None:
-        cfg = video_config()
-        async with video_hall(tmp_path, cfg, clock_offset_s=-90) as (rt, svc, _sims):
+        cfg = video_config(clock_check_seconds=5)
+        async with video_hall(tmp_path, cfg, clock_offset_s=-90) as (rt, svc, sims):
             rec = svc.recorders["cam-w1"]
             await until(lambda: rec.recording, 30)
             h = rt.health.current["cam-w1"]
@@ -177,6 +177,10 @@ def test_clock_drift_is_a_health_warning(tmp_path: Path) -> None:
             assert "clock" in h.detail and "-9" in h.detail
             await until(lambda: any(e["class"] == "camera" and e["grade"] == "C"
                                     for e in events(rt, "device.health")), 5)
+            # Someone sets the camera's clock: the next look clears the warning.
+            sims.onvif["cam-w1"].clock_offset_s = 0
+            await until(lambda: rt.health.current["cam-w1"].grade is None, 20)
+            assert rt.health.current["cam-w1"].online and rec.recording
 
     asyncio.run(main())
 

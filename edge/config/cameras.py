@@ -59,6 +59,8 @@ class VideoSection(Strict):
     roles: list[Literal["manager", "central"]] = Field(default_factory=lambda: ["manager",
                                                                                 "central"])
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    # How often a recording camera's clock is compared with the box's again.
+    clock_check_seconds: int = Field(default=3600, ge=5, le=86400)
     # How the central room reaches this box's API, for clip urls sent over MQTT
     # (default: the [api] host and port).
     public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")

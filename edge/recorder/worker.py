@@ -133,11 +133,17 @@ class CameraRecorder:
         # Fast enough to index a segment soon after it closes, rare enough to cost nothing.
         poll = max(POLL_S, min(1.0, self.svc.cfg.segment_seconds / 4))
         reason = ""
+        clock_due = time.monotonic() + self.svc.cfg.clock_check_seconds
+        checking: asyncio.Task[None] | None = None
         try:
             while True:
                 await asyncio.sleep(poll)
                 if self._index_new(run_dir, base, tail):
                     progress = time.monotonic()
+                if time.monotonic() >= clock_due and (checking is None or checking.done()):
+                    # A camera clock drifts over weeks of recording: look again now and then.
+                    checking = asyncio.create_task(self._recheck_clock())
+                    clock_due = time.monotonic() + self.svc.cfg.clock_check_seconds
                 if self.proc.returncode is not None:
                     reason = f"ffmpeg exited with {self.proc.returncode}: {self._last_error()}"
                     break
@@ -146,6 +152,8 @@ class CameraRecorder:
                     reason = f"no new segment for {stall:.0f} s (stalled)"
                     break
         finally:
+            if checking is not None:
+                checking.cancel()
             await self._end_process(graceful=False)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -261,6 +269,14 @@ class CameraRecorder:
         self.svc.post("camera.online", data)
         info = self.camera.info
         self._clock_health(info.drift_s if info else None, info.clock_set if info else False)
+
+    async def _recheck_clock(self) -> None:
+        try:
+            info = await self.camera.resolve()
+        except Exception as e:  # recording goes on; the next look may reach it
+            log.info("%s: clock check failed: %s", self.camera.id, S.scrub(str(e)))
+            return
+        self._clock_health(info.drift_s, info.clock_set)
 
     def _clock_health(self, drift: float | None, clock_set: bool) -> None:
         h = self.svc.health(self.camera.id)
