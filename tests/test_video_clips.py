@@ -61,7 +61,7 @@ def test_ticket_clip_urls_refusals_export_and_snapshot(tmp_path: Path) -> None:
             services = svc.services  # type: ignore[attr-defined]
             app = create_app(rt, services)
             client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                       base_url="http://box")
+                                       base_url="http://127.0.0.1")  # a host the box allows
             r = await client.post("/api/v1/sessions", json={"staff_id": "S001", "pin": "8001",
                                                              "window": 1})
             staff = {"Authorization": f"Bearer {r.json()['token']}"}
@@ -79,7 +79,7 @@ def test_ticket_clip_urls_refusals_export_and_snapshot(tmp_path: Path) -> None:
             assert r.status_code == 201, r.text
             ans = r.json()
             assert ans["camera"] == "cam-w1" and "sig=" in ans["url"]
-            path = ans["url"].removeprefix("http://box")
+            path = ans["url"].removeprefix("http://127.0.0.1")
             full = await client.get(path)
             assert full.status_code == 200 and full.headers["content-type"] == "video/mp4"
             clip_file = tmp_path / "clip.mp4"
