@@ -38,6 +38,7 @@ from pydantic import SecretStr
 
 from edge.config.cameras import CameraConfig
 from edge.recorder.discovery import ProbeResponder
+from edge.recorder.segments import die_with_parent
 
 log = logging.getLogger(__name__)
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-gi and the GStreamer typelibs
@@ -104,7 +105,8 @@ class RtspSource:
         self.proc = subprocess.Popen(
             [SYSTEM_PYTHON, str(RTSP_SERVER), "--clip", str(self.clip), "--fps", str(self.fps),
              "--port", str(self.port), *self.mounts],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            preexec_fn=die_with_parent)  # a killed box leaves no camera server behind
         assert self.proc.stdout
         loop = asyncio.get_running_loop()
         line = await asyncio.wait_for(loop.run_in_executor(None, self.proc.stdout.readline), 15)

@@ -90,6 +90,15 @@ def record_command(url: str, run_dir: Path, segment_seconds: int, transport: str
     return cmd
 
 
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGKILL when the box dies, even by SIGKILL (Linux
+    PR_SET_PDEATHSIG), so a crashed box never leaves a second recorder running."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+
+
 def secure_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)

@@ -121,7 +121,8 @@ class CameraRecorder:
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE, start_new_session=True)
+                stderr=asyncio.subprocess.PIPE, start_new_session=True,
+                preexec_fn=S.die_with_parent)
         finally:
             os.umask(old_umask)
         log.info("%s: recording %s", self.camera.id, redacted(cmd[cmd.index("-i") + 1]))
