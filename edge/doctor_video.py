@@ -13,8 +13,10 @@ so it does not depend on the recorder being importable.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -99,13 +101,39 @@ def parse_system_date_and_time(xml: str) -> datetime:
                     values["Minute"], values["Second"], tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class _SimCamera:
+    id: str
+    onvif: str | None
+    rtsp: str | None
+
+
+def _simulated_cameras(data_dir: Path) -> dict[str, _SimCamera]:
+    """The cameras a `hallbox run --sim` box listed in {data}/sim.json, by id."""
+    try:
+        entries = json.loads((data_dir / "sim.json").read_text(encoding="utf-8"))["devices"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    out = {}
+    for e in entries:
+        if isinstance(e, dict) and e.get("class") == "camera" and isinstance(e.get("id"), str):
+            onvif = e.get("onvif") if isinstance(e.get("onvif"), str) else None
+            rtsp = None if onvif else e.get("endpoint")
+            out[e["id"]] = _SimCamera(e["id"], onvif, rtsp if isinstance(rtsp, str) else None)
+    return out
+
+
 def doctor_checks(ctx: Context) -> list[Check]:
     video: Any = getattr(ctx.config, "video", None)
     if video is None:
         return []
     rep = Report()
-    for cam in video.cameras:
-        name = f"camera: {cam.id}"
+    simulated = _simulated_cameras(ctx.data_dir)
+    for configured in video.cameras:
+        name = f"camera: {configured.id}"
+        # A box started with --sim records its simulated cameras, not the addresses in the
+        # config (which are a real hall's LAN): check what it actually records.
+        cam = simulated.get(configured.id, configured)
         if getattr(cam, "rtsp", None):
             ok, what = rtsp_options(cam.rtsp)
         else:
@@ -129,7 +157,7 @@ def doctor_checks(ctx: Context) -> list[Check]:
             rep.add(name, "fail", f"{what}, but not recording: {h.get('detail')}",
                     "check the camera's credentials and stream settings; "
                     "journalctl -u hallbox | grep " + cam.id)
-        elif drift_s is not None and abs(drift_s) > cam.max_drift_seconds:
+        elif drift_s is not None and abs(drift_s) > configured.max_drift_seconds:
             rep.add(name, "warn", f"{what}; clock {drift_s:+.0f} s off the box",
                     "set the camera to the hall's NTP server (or set_clock = true in [video]) so "
                     "recordings line up with the queue's events")

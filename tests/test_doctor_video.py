@@ -8,6 +8,7 @@ free_floor_gb).
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import threading
@@ -164,3 +165,25 @@ def test_parse_system_date_and_time() -> None:
     assert parse_system_date_and_time(onvif_answer(t)) == t
     with pytest.raises(ValueError):
         parse_system_date_and_time("<a/>")
+
+
+def test_a_simulated_hall_is_checked_at_its_simulated_cameras(
+        tmp_path: Path, rtsp_server: str, onvif_camera: dict[str, Any]) -> None:
+    """`hallbox run --sim` records the cameras of sim.json, not the config's (a real hall's LAN
+    addresses): the doctor checks those. The configured addresses here are closed loopback
+    ports, so checking them instead would fail."""
+    dead = f"http://127.0.0.1:{free_port()}/onvif/device_service"
+    cfg = Cfg(Video([Cam("cam-w1", onvif=dead), Cam("cam-w2", onvif=dead)]))
+    (tmp_path / "sim.json").write_text(json.dumps({"devices": [
+        {"class": "camera", "id": "cam-w1", "window": 1, "endpoint": rtsp_server,
+         "onvif": onvif_camera["url"]},
+        {"class": "printer", "id": "printer-kiosk-1", "endpoint": "/dev/null"}]}),
+        encoding="utf-8")
+    ctx = Context(tmp_path / "hall.toml", tmp_path, config=cfg)  # type: ignore[arg-type]
+    rep = Report()
+    run_area("video", "edge.doctor_video", ctx, rep)
+    by = {c.name: c for c in rep.checks}
+    assert by["camera: cam-w1"].status == "ok", by["camera: cam-w1"]
+    assert onvif_camera["requests"], "the simulated camera was asked for its clock"
+    # Not in sim.json: its configured address is what the box would record.
+    assert by["camera: cam-w2"].status == "fail"
