@@ -32,7 +32,7 @@ class RatingService:
         self.rt = rt
         self.cfg = cfg
         self.desk = RatingDesk(rt.clock, cfg.window_seconds, cfg.reason_required)
-        # Issue 10: set by the camera plugin; a bad rating takes the window camera's snapshot.
+        # Set by the camera plugin: a bad rating takes the window camera's snapshot.
         self.snapshots: Any = None
         self._snapshot_tasks: set[asyncio.Future[Any]] = set()
         self._restore()
@@ -72,7 +72,7 @@ class RatingService:
         return self._take_snapshot(sub, out), done
 
     def _with_snapshot(self, sub: Submission) -> Submission:
-        """A bad rating names the snapshot its event carries (issue 10)."""
+        """A bad rating names the snapshot its event carries."""
         from edge.domain.rating import BAD_LEVELS
 
         if self.snapshots is None or sub.level not in BAD_LEVELS:

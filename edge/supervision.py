@@ -59,6 +59,7 @@ class Supervision:
     def __init__(self, rt: HallRuntime, services: HallServices) -> None:
         self.rt = rt
         self.services = services  # the window sensors, by id
+        self._snapshot_tasks: set[asyncio.Future[Any]] = set()
         cfg = rt.config
         self.rules = AttendanceRules(cfg.attendance, cfg.hall, cfg.staff)
         self.acfg = cfg.alerts
@@ -378,10 +379,11 @@ class Supervision:
         check_id = f"SC-{uuid.uuid4().hex[:12]}"
         c, events = self.spot.start(hall, check_id, window=window, staff=staff,
                                     deadline=deadline, command_id=command_id, note=note)
+        events, snapshot = self._with_snapshot(events, c.window, c.id)
         sealed = await self.rt.record(events)
         started_seq = sealed[0]["seq"]
         if c.state != SpotState.STARTED:
-            return c.view(hall) | {"seq": started_seq}
+            return c.view(hall) | {"seq": started_seq, "snapshot": snapshot}
         result: list[DomainEvent] = []
         loop = asyncio.get_running_loop()
         end = loop.time() + (c.deadline - self.rt.clock.now()).total_seconds()
@@ -410,8 +412,25 @@ class Supervision:
         except TimeoutError:
             result = self.spot.timed_out(hall, c.id)
         result = result or self.spot.timed_out(hall, c.id)
+        result, snapshot = self._with_snapshot(result, c.window, c.id)
         await self.rt.record(result)
-        return c.view(hall) | {"seq": started_seq}
+        return c.view(hall) | {"seq": started_seq, "snapshot": snapshot}
+
+    def _with_snapshot(self, events: list[DomainEvent], window: int | None,
+                       check_id: str) -> tuple[list[DomainEvent], str | None]:
+        """A spot check's result names a snapshot from the window's camera (taken now, in the
+        background), so the room sees who was at the window when the check ended."""
+        video = self.services.video
+        if video is None or window is None or not any(
+                e.type == "spotcheck.result" for e in events):
+            return events, None
+        ref = video.snapshot_ref(window, check_id)
+        if not ref:
+            return events, None
+        task = asyncio.ensure_future(video.take_snapshot(window, ref))
+        self._snapshot_tasks = {t for t in self._snapshot_tasks if not t.done()} | {task}
+        return [DomainEvent(e.type, {**e.data, "snapshot": ref})
+                if e.type == "spotcheck.result" else e for e in events], ref
 
     # ---- reports ---------------------------------------------------------------------------
     def open_alerts(self) -> list[dict[str, Any]]:

@@ -189,7 +189,7 @@ def test_the_assembled_box_checks_through_its_own_sensor(tmp_path) -> None:
     commands are there, and a spot check over HTTP reads the simulated window sensor."""
     import httpx
 
-    from drivers import supervision_devices
+    from drivers import supervision_devices, video
     from edge.assembly import build_box
     from edge.clock import FakeClock
 
@@ -197,8 +197,9 @@ def test_the_assembled_box_checks_through_its_own_sensor(tmp_path) -> None:
     clock = FakeClock(at(23, 9, 0))
 
     async def main() -> dict:
-        box = build_box(cfg, tmp_path / "box", plugins=[supervision_devices.build], sim=True,
-                        clock=clock)
+        # With the camera plugin: the result names the window camera's snapshot.
+        box = build_box(cfg, tmp_path / "box", plugins=[supervision_devices.build, video.build],
+                        sim=True, clock=clock)
         await box.start()
         try:
             assert box.services.supervision is not None
@@ -238,7 +239,15 @@ def test_the_assembled_box_checks_through_its_own_sensor(tmp_path) -> None:
                     "window": 1, "deadline": (clock.now() + timedelta(seconds=20)).isoformat()})
             await helper
             assert r.status_code == 200, r.text
-            return r.json()
+            out = r.json()
+            ref = out["snapshot"]
+            assert ref and ref.endswith(f"-{out['check']}.jpg") and "cam-w1" in ref
+            jpeg = box.services.video.folder / ref
+            await until(jpeg.exists, timeout=20)
+            assert jpeg.read_bytes()[:2] == b"\xff\xd8"  # a JPEG from the simulated camera
+            [ev] = [e for e in box.runtime.store.events_after(0, 10_000, ["spotcheck.result"])]
+            assert ev["data"]["snapshot"] == ref
+            return out
         finally:
             await box.stop()
             box.close()
