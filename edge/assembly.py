@@ -63,7 +63,7 @@ class HallServices:
     # Central commands by name (edge.link.commands.builtin_commands plus what features add).
     commands: dict[str, Handler] = field(default_factory=dict)
     announcer: Announcer | None = None  # the box's own call announcements, for web boards
-    supervision: Supervision | None = None  # attendance, alerts, spot checks (issue 12)
+    supervision: Supervision | None = None  # attendance, alerts, spot checks
     video: Any = None  # edge.recorder.service.VideoService when [video] has cameras
 
     def sensor_at(self, window: int) -> FingerprintSensor | None:
@@ -244,7 +244,7 @@ def build_box(config: HallConfig, data_dir: str | Path, *,
     if config.rating is not None:
         services.ratings = RatingService(rt, config.rating)
     services.commands = builtin_commands()
-    # Supervision (issue 12): its service and central commands; its loop below.
+    # Supervision: its service and central commands; its loop below.
     from edge.supervision import SupervisionLoop, install
 
     supervision = install(rt, services)

@@ -72,9 +72,9 @@ async def _serve(args: argparse.Namespace, cfg: HallConfig, data: Path) -> None:
                     sim=args.sim, devices=not args.no_devices, ignore_hours=args.ignore_hours)
     host = args.host or cfg.api.host
     port = args.port or cfg.api.port
-    # issue 13: the daily backup, supervised like every component.
+    # the daily backup, supervised like every component.
     box.components += service.backup_components(box.runtime)
-    # issue 9: frame size, connection cap and accept errors (edge.api.serve). Pages keep event
+    # frame size, connection cap and accept errors (edge.api.serve). Pages keep event
     # streams open (boards, consoles): without a bound, a stop would wait for every screen in
     # the hall to disconnect.
     server = uvicorn.Server(server_config(box.app, cfg.api, host, port,
@@ -88,7 +88,7 @@ async def _serve(args: argparse.Namespace, cfg: HallConfig, data: Path) -> None:
 
     await box.start()
     tasks = [asyncio.create_task(announce())]
-    # issue 13: systemd's watchdog, pinging only while the loop, the store's writer and the
+    # systemd's watchdog, pinging only while the loop, the store's writer and the
     # component supervisors are alive.
     watchdog = service.start_watchdog(service.liveness_checks(box))
     if watchdog is not None:
@@ -108,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Absolute: simulators publish device paths from it in sim.json, drivers open them.
     data = Path(args.data or os.environ.get("HALLBOX_DATA") or "var").resolve()
     data.mkdir(parents=True, exist_ok=True)
-    # issue 13: one box per data directory; `hallbox restore` refuses while this is held.
+    # one box per data directory; `hallbox restore` refuses while this is held.
     lock = BoxLock(data)
     if not lock.acquire():
         print(f"another hallbox is running on {data}", file=sys.stderr)
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--json", action="store_true", help="one JSON object per camera")
     d.set_defaults(fn=cmd_cameras_discover)
     add_central_parser(sub)
-    add_ops_parsers(sub)  # issue 13: doctor, backup, restore, example-config
+    add_ops_parsers(sub)  # doctor, backup, restore, example-config
     args = p.parse_args(argv)
     return int(args.fn(args))
 

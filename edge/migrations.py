@@ -107,7 +107,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     paired_at    TEXT NOT NULL,
     paired_by    TEXT NOT NULL
 );"""),
-    (5, "video: recorded segments and exported clips of the window cameras (issue 10)", """
+    (5, "video: recorded segments and exported clips of the window cameras", """
 CREATE TABLE video_segments (
     id     INTEGER PRIMARY KEY,
     camera TEXT NOT NULL,

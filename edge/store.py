@@ -95,7 +95,7 @@ class Store:
         self.on_failure: Callable[[BaseException], None] | None = None
         self.stats = {"groups": 0, "jobs": 0, "largest_group": 0}
         self.last_commit_at = time.monotonic()  # the watchdog asks whether the writer lives
-        self.busy_since: float | None = None  # issue 13: when the group being written began
+        self.busy_since: float | None = None  # when the group being written began
         self._q: queue.SimpleQueue[Job | Callable[[], None] | None] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
@@ -125,7 +125,7 @@ class Store:
         return self._thread.is_alive()
 
     def writer_responsive(self, max_stall: float) -> bool:
-        """Issue 13, for the watchdog: the writer lives and no group has been stuck for
+        """For the watchdog: the writer lives and no group has been stuck for
         `max_stall` seconds (a hung disk or a lock never released)."""
         busy = self.busy_since
         return self._thread.is_alive() and (busy is None
@@ -188,7 +188,7 @@ class Store:
                 if isinstance(nxt, Job):
                     batch.append(nxt)
             if batch:
-                self.busy_since = time.monotonic()  # issue 13: a stuck group shows
+                self.busy_since = time.monotonic()  # a stuck group shows
                 try:
                     self._commit_group(batch)
                 finally:
@@ -503,7 +503,7 @@ class Store:
                        (sensor, page, staff, enrolled_at))
         return w
 
-    # ---- video segments and clips (issue 10; tables: migration 5) ----------------------------
+    # ---- video segments and clips (tables: migration 5) ----------------------------
     def video_add_segments(self, rows: Iterable[tuple[str, float, float, str, int]]) -> None:
         """(camera, start, end, path, bytes); a path already indexed is left as it is."""
         batch = list(rows)
@@ -580,7 +580,7 @@ class Store:
         self.write_sync(lambda db: db.execute("DELETE FROM video_clips WHERE id=?", (clip_id,)))
 
 
-    # ---- supervision (issue 12): reads only; its state lives in the journal -------------------
+    # ---- supervision: reads only; its state lives in the journal -------------------
     def journal_of_types(self, types: Iterable[str], since_ts: str | None = None,
                          until_ts: str | None = None,
                          always: Iterable[str] = ()) -> list[dict[str, Any]]:

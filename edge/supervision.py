@@ -1,4 +1,4 @@
-"""Supervision on the hall floor (issue 12): attendance records, alerts, spot checks, cross-checks.
+"""Supervision on the hall floor: attendance records, alerts, spot checks, cross-checks.
 
 The pure rules live in edge/domain/ (attendance, alerts, spotcheck, stats); this service feeds
 them from the event bus and the hall state, and journals what they conclude through the runtime:

@@ -13,7 +13,7 @@ from pydantic import Field, ValidationError
 from edge.config.alerts import AlertsSection, cross_check_alerts
 from edge.config.api import ApiSection, ApiToken
 from edge.config.attendance import AttendanceSection, cross_check_attendance
-from edge.config.backup import BackupSection  # issue 13
+from edge.config.backup import BackupSection
 from edge.config.base import Strict
 from edge.config.cameras import VideoSection
 from edge.config.cameras import cross_check as _video_cross_check
@@ -47,10 +47,10 @@ class HallConfig(Strict):
     devices: DevicesSection | None = None  # absent: no devices driven by this box
     rating: RatingSection | None = None
     mqtt: MqttSection | None = None  # absent (and no HALLBOX_MQTT_URL): no link
-    # Supervision (issue 12): absent [attendance] takes [hall] hours; [alerts] has defaults.
+    # Supervision: absent [attendance] takes [hall] hours; [alerts] has defaults.
     attendance: AttendanceSection | None = None
     alerts: AlertsSection = Field(default_factory=AlertsSection)
-    backup: BackupSection = Field(default_factory=BackupSection)  # issue 13: daily copy
+    backup: BackupSection = Field(default_factory=BackupSection)  # daily copy
     video: VideoSection | None = None  # absent: no cameras (edge/config/cameras.py)
 
     def service(self, code: str) -> ServiceConfig:
@@ -124,7 +124,7 @@ def _cross_check(cfg: HallConfig) -> list[ConfigIssue]:
             issues.append(ConfigIssue(
                 f"services[{i}].code",
                 f"no window serves {s.code!r}; its tickets would never be called"))
-    # Supervision (issue 12).
+    # Supervision.
     if cfg.attendance is not None:
         issues += [ConfigIssue(p, m) for p, m in cross_check_attendance(
             cfg.attendance, {s.id for s in cfg.staff})]

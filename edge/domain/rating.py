@@ -99,7 +99,7 @@ class Submission:
     device: str  # the evaluator's id in the config
     ticket: str | None = None  # the ticket the tablet was shown; keypads do not know it
     reason: str | None = None
-    snapshot: str | None = None  # a bad rating: the window camera's snapshot (issue 10)
+    snapshot: str | None = None  # a bad rating: the window camera's snapshot
 
 
 @dataclass(frozen=True)
