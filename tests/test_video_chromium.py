@@ -71,6 +71,19 @@ def test_ticket_clip_plays_in_chromium(tmp_path: Path) -> None:
                                         " document.getElementById('v').duration - 0.5; }")
                     await page.wait_for_function(
                         "() => document.getElementById('v').readyState >= 2", timeout=15000)
+                    # The manager's dashboard: ticket lookup, its timeline, and its clip.
+                    ctx = await browser.new_context()
+                    await ctx.add_init_script(
+                        "localStorage.setItem('hallbox.dashboard.token',"
+                        f" JSON.stringify({MANAGER['Authorization'].split()[1]!r}))")
+                    dash = await ctx.new_page()
+                    await dash.goto(f"{base}/dashboard")
+                    await dash.fill("#q", t.number)
+                    await dash.click("#qBtn")
+                    await dash.click("#clipBtn", timeout=30000)
+                    await dash.wait_for_function(
+                        "() => { const v = document.getElementById('clip');"
+                        " return v && v.readyState >= 1 && v.duration > 4; }", timeout=60000)
                     await browser.close()
                 assert state["err"] is None, state
                 assert (state["w"], state["h"]) == (640, 360)
