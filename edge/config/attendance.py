@@ -11,9 +11,9 @@ from __future__ import annotations
 from datetime import date, time
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from edge.config.base import Strict, parse_span
+from edge.config.base import Spans, Strict, Weekdays, parse_span
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
 
@@ -21,26 +21,13 @@ _ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
 class ScheduleConfig(Strict):
     id: str = Field(pattern=_ID)
     name: str = Field(default="", max_length=32)
-    periods: list[str] = Field(min_length=1, max_length=6)
-    days: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1)
+    periods: Spans = Field(min_length=1, max_length=6)
+    days: Weekdays = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1)
     # Minutes after a period's start a clock-in still counts as on time (and before its end,
     # a clock-out). None: the section's grace_minutes.
     grace_minutes: int | None = Field(default=None, ge=0, le=120)
 
-    @field_validator("periods")
-    @classmethod
-    def _periods(cls, v: list[str]) -> list[str]:
-        for span in v:
-            parse_span(span)
-        return v
 
-    @field_validator("days")
-    @classmethod
-    def _days(cls, v: list[int]) -> list[int]:
-        bad = [d for d in v if not 1 <= d <= 7]
-        if bad:
-            raise ValueError(f"days are ISO weekdays 1 (Monday) to 7 (Sunday), got {bad}")
-        return v
 
     def spans(self) -> list[tuple[time, time]]:
         return [parse_span(p) for p in self.periods]

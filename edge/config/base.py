@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from datetime import time
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 _SPAN = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
@@ -27,3 +28,21 @@ def parse_span(text: str) -> tuple[time, time]:
     if end <= start:
         raise ValueError(f"span {text!r} ends before it starts")
     return start, end
+
+
+def _spans(v: list[str]) -> list[str]:
+    for span in v:
+        parse_span(span)
+    return v
+
+
+def _weekdays(v: list[int]) -> list[int]:
+    bad = [d for d in v if not 1 <= d <= 7]
+    if bad:
+        raise ValueError(f"days are ISO weekdays 1 (Monday) to 7 (Sunday), got {bad}")
+    return v
+
+
+# Time spans such as "08:30-12:00", and ISO weekdays 1 (Monday) to 7 (Sunday).
+Spans = Annotated[list[str], AfterValidator(_spans)]
+Weekdays = Annotated[list[int], AfterValidator(_weekdays)]

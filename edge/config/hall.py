@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
-from edge.config.base import Strict, parse_span
+from edge.config.base import Spans, Strict, Weekdays
 
 _TOPIC_SAFE = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
@@ -16,8 +16,8 @@ class HallSection(Strict):
     box: str = Field(pattern=_TOPIC_SAFE, description="box id within the hall")
     name: str = Field(min_length=1, max_length=64)
     timezone: str = "Asia/Shanghai"
-    hours: list[str] = Field(default_factory=lambda: ["08:30-12:00", "13:30-17:30"], min_length=1)
-    days: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1)
+    hours: Spans = Field(default_factory=lambda: ["08:30-12:00", "13:30-17:30"], min_length=1)
+    days: Weekdays = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1)
 
     @field_validator("timezone")
     @classmethod
@@ -28,17 +28,4 @@ class HallSection(Strict):
             raise ValueError(f"unknown time zone {v!r}") from e
         return v
 
-    @field_validator("hours")
-    @classmethod
-    def _hours(cls, v: list[str]) -> list[str]:
-        for span in v:
-            parse_span(span)
-        return v
 
-    @field_validator("days")
-    @classmethod
-    def _days(cls, v: list[int]) -> list[int]:
-        bad = [d for d in v if not 1 <= d <= 7]
-        if bad:
-            raise ValueError(f"days are ISO weekdays 1 (Monday) to 7 (Sunday), got {bad}")
-        return v
