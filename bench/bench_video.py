@@ -1,14 +1,19 @@
-"""Video bench: recording cost, a hall of cameras at once, and the export of a 5-minute clip.
+"""Video bench: recording cost by the number of cameras, and the export of a 5-minute clip.
 
 Figures (one JSON line each, baseline measured in the same run):
-- recording CPU per camera (the recorder's ffmpeg CPU time plus the box process's CPU, per
-  second of recording) vs a bare `ffmpeg -c copy` segment recording of the same clip from the
-  same RTSP server, running at the same time;
-- 16 cameras at once: total CPU (ffmpeg children + box), disk write rate, box RSS; baseline:
-  16 bare ffmpegs recording the same clip at the same time (which also gives the per-camera
-  figure with enough CPU ticks to measure); the simulated cameras' own CPU (one RTSP server);
+- recording CPU at 1, 4 and 16 cameras (table "recording CPU by cameras"): the box's recorders
+  (one `ffmpeg -c copy` segment recorder per camera, fed by the GStreamer RTSP server of
+  drivers/sim) plus the box's own process, utime+stime from /proc per wall second. Baseline: as
+  many bare `ffmpeg -c copy` segment recordings of the same clip from a second RTSP server,
+  running at the same time (same machine load for both). The per-camera column carries the
+  video issue's target: at most 1.1 x the bare recording;
+- 16 cameras at once: disk write rate, box RSS (baseline: the RSS after the 1-camera run); the
+  simulated cameras' own CPU (one RTSP server);
 - export of a 5-minute clip (keyframe lookup + concat + faststart) vs a bare ffmpeg concat copy
-  of the same segment files.
+  of the same segment files; target: at most 1 s.
+
+One camera costs a few ms of CPU a second and /proc counts in 10 ms ticks: the fewer cameras,
+the longer the window (WINDOWS_S), or the ticks would be the figure.
 
 Run: .venv/bin/python -m bench.bench_video   (or python bench/bench_video.py)
 """
@@ -38,9 +43,12 @@ from edge.runtime import HallRuntime  # noqa: E402
 from tests.video_fixtures import video_config  # noqa: E402
 
 WINDOW_S = 20.0
-# One camera costs a few ms of CPU a second: a longer window, or /proc's 10 ms ticks dominate.
-WINDOW_ONE_S = 60.0
+# Measuring window by number of cameras (see the docstring: /proc's 10 ms ticks).
+WINDOWS_S = {1: 60.0, 4: 30.0, 16: WINDOW_S}
 CAMERAS = 16
+TABLE = "recording CPU by cameras"
+# The video issue: recording CPU per camera at most 1.1 x a bare ffmpeg -c copy, same run.
+PER_CAMERA_TARGET = {"max": 1.1, "on": "ratio"}
 ROUNDS = 5
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -106,13 +114,13 @@ async def recording(tmp: Path, n: int, bare_n: int,
         c0 = {cid: cpu_s(p) for cid, p in pids.items()}
         b0 = sum(cpu_s(b.pid) for b in bare)
         s0 = sum(cpu_s(p) for p in sim_pids)
-        box0 = time.process_time()
+        box0 = cpu_s(os.getpid())
         bytes0 = sum(f.stat().st_size for f in svc.folder.rglob("*.mp4"))
         t0 = time.monotonic()
         await asyncio.sleep(window_s)
         dt = time.monotonic() - t0
         ff = sum(cpu_s(p) - c0[cid] for cid, p in pids.items())
-        box = time.process_time() - box0
+        box = cpu_s(os.getpid()) - box0
         written = sum(f.stat().st_size for f in svc.folder.rglob("*.mp4")) - bytes0
         out = {"ffmpeg": ff / dt, "box": box / dt, "sim": (sum(cpu_s(p) for p in sim_pids)
                                                              - s0) / dt,
@@ -178,24 +186,27 @@ async def export_5min(tmp: Path) -> tuple[float, float, float]:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-video-") as d:
         tmp = Path(d)
-        one = asyncio.run(recording(tmp, 1, 1, window_s=WINDOW_ONE_S))
-        per_cam = one["ffmpeg"] + one["box"]
-        emit("recording_cpu_one_camera", per_cam, "cores", one["bare"],
-             ffmpeg=round(one["ffmpeg"], 4), box=round(one["box"], 4),
-             ratio=round(per_cam / one["bare"], 3) if one["bare"] else None,
-             window_s=WINDOW_ONE_S)
-        many = asyncio.run(recording(tmp, CAMERAS, CAMERAS))
-        total = many["ffmpeg"] + many["box"]
-        emit("recording_cpu_per_camera", total / CAMERAS, "cores", many["bare"] / CAMERAS,
-             ratio=round(total / many["bare"], 3) if many["bare"] else None,
-             note=f"{CAMERAS} recorders beside {CAMERAS} bare ffmpeg -c copy, same clip")
-        emit("cameras_16_total_cpu", total, "cores", many["bare"],
-             ffmpeg=round(many["ffmpeg"], 4), box=round(many["box"], 4))
+        runs: dict[int, dict[str, float]] = {}
+        for n, window_s in WINDOWS_S.items():
+            runs[n] = r = asyncio.run(recording(tmp, n, n, window_s=window_s))
+            total = r["ffmpeg"] + r["box"]
+            ratio = round(total / r["bare"], 3) if r["bare"] else None
+            cams = f"{n} camera" + ("s" if n > 1 else "")
+            emit(f"recording_cpu_{n}_cameras", total, "cores", r["bare"], ratio=ratio,
+                 ffmpeg=round(r["ffmpeg"], 4), box=round(r["box"], 4), window_s=window_s,
+                 table=TABLE, row=cams, column="cores, all cameras")
+            emit(f"recording_cpu_per_camera_{n}_cameras", total / n, "cores", r["bare"] / n,
+                 ratio=ratio, target=PER_CAMERA_TARGET, table=TABLE, row=cams,
+                 column="cores per camera",
+                 note=f"the box recording {cams} beside as many bare ffmpeg -c copy, same "
+                 f"clip, {window_s:.0f} s window")
+        one, many = runs[1], runs[CAMERAS]
         emit("cameras_16_disk_write", many["write_bps"] / 1e6, "MB/s", None)
         emit("cameras_16_box_rss", many["rss_mb"], "MiB", one["rss_mb"])
         emit("sim_cameras_16_cpu", many["sim"], "cores", one["sim"])
         took, bare, dur = asyncio.run(export_5min(tmp))
-        emit("export_5min_clip", took, "s", bare, clip_s=round(dur, 2),
+        # The video issue: a 5-minute clip exported in at most 1 s.
+        emit("export_5min_clip", took, "s", bare, clip_s=round(dur, 2), target={"max": 1},
              note=f"median of {ROUNDS}; baseline: bare ffmpeg concat copy of the same segments")
 
 
