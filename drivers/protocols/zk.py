@@ -208,6 +208,8 @@ def decode_time(v: int) -> datetime:
     v //= 31
     month = v % 12 + 1
     v //= 12
+    if v > 99:  # the terminal packs year % 100: a later year is no time it wrote
+        raise ValueError(f"packed time {v + 2000} is past 2099")
     return datetime(v + 2000, month, day, hour, minute, second)  # raises on 31 Feb etc.
 
 
