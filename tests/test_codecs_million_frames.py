@@ -250,7 +250,9 @@ def r30x_frame(rng: random.Random) -> bytes:
 
 
 STREAMS: dict[str, StreamCodec] = {
-    "keypad": StreamCodec(keypad_frame, kp.KeypadDecoder, kp.encode, 64, keypad_check),
+    # A keypad frame is FF 68 L L 68 + L bytes + CS 16: at most one frame's bytes wait.
+    "keypad": StreamCodec(keypad_frame, kp.KeypadDecoder, kp.encode, kp.MAX_L + 7,
+                          keypad_check),
     "bx5": StreamCodec(bx5_frame, bx5.Bx5Decoder, bx5.encode_packet,
                        2 * bx5.MAX_PACKET + 32, bx5_check),
     "at_board": StreamCodec(at_frame, at_board.AtDecoder,
@@ -270,19 +272,21 @@ STREAMS: dict[str, StreamCodec] = {
 @dataclass
 class MessageCodec:
     make: Callable[[random.Random], tuple[Any, bytes]]  # (what was encoded, its bytes)
-    check: Callable[[Any, bytes], bool]  # True: accepted (and checked); False: refused
+    # (what the wire's bytes came from: this frame's and the previous one's, which a splice
+    # mixes in; the wire) -> True: accepted (and checked), False: refused
+    check: Callable[[tuple[Any, Any], bytes], bool]
     counts: dict[str, int] = field(default_factory=dict)
 
 
 def run_messages(codec: MessageCodec, frames: int, seed: int) -> dict[str, int]:
     rng = random.Random(seed)
-    _orig, prev = codec.make(rng)
+    prev_orig, prev = codec.make(rng)
     untouched = accepted_untouched = accepted = 0
     for _ in range(frames):
         orig, raw = codec.make(rng)
         wire, clean = mutate(rng, raw, prev)
-        prev = raw
-        ok = codec.check(orig, wire)
+        ok = codec.check((orig, prev_orig), wire)
+        prev_orig, prev = orig, raw
         accepted += ok
         untouched += clean
         accepted_untouched += clean and ok
@@ -312,8 +316,9 @@ def _ascii(*texts: str) -> bool:
     return all(t.isascii() for t in texts)
 
 
-def zk_records_check(kind: str, wire: bytes) -> bool:
+def zk_records_check(origs: tuple[str, str], wire: bytes) -> bool:
     """Parsed records, packed again and parsed, are the same records (a fixed point)."""
+    kind = origs[0]
     if kind == "live":
         try:
             p = zk.unpack_live(wire)
@@ -351,7 +356,7 @@ def segment_list_make(rng: random.Random) -> tuple[Any, bytes]:
     return None, "".join(lines).encode()
 
 
-def segment_list_check(_orig: Any, wire: bytes) -> bool:
+def segment_list_check(_origs: Any, wire: bytes) -> bool:
     entries = parse_list(wire.decode("utf-8", errors="replace"))
     for name, start, end in entries:
         assert SEGMENT_RE.fullmatch(name) and isinstance(start, float) and isinstance(end, float)
@@ -372,7 +377,7 @@ def clip_url_make(rng: random.Random) -> tuple[Any, bytes]:
     return None, f"{clip}&{exp}&{C.sign(CLIP_SECRET, clip, exp)}".encode()
 
 
-def clip_url_check(_orig: Any, wire: bytes) -> bool:
+def clip_url_check(_origs: Any, wire: bytes) -> bool:
     parts = wire.decode("utf-8", errors="replace").split("&")
     if len(parts) != 3:
         return False
@@ -401,17 +406,18 @@ def link_command_make(rng: random.Random) -> tuple[Any, bytes]:
     return (name, cmd), json.dumps(cmd, ensure_ascii=rng.random() < 0.5).encode()
 
 
-def link_command_check(orig: tuple[str, dict[str, Any]], wire: bytes) -> bool:
+def link_command_check(origs: tuple[tuple[str, dict[str, Any]], ...], wire: bytes) -> bool:
     """The box's first steps with a command payload: UTF-8, a JSON object, its signature."""
-    name, cmd = orig
+    name = origs[0][0]
     try:
         got = json.loads(wire.decode("utf-8"))
     except ValueError:  # UnicodeDecodeError and JSONDecodeError included
         return False
     if not isinstance(got, dict) or not P.signature_ok(CMD_KEY, SITE, BOX, name, got):
         return False
-    # A payload that still verifies says what the signed one said.
-    assert P.signing_bytes(SITE, BOX, name, got) == P.signing_bytes(SITE, BOX, name, cmd)
+    # A payload that still verifies says what a signed one said.
+    assert P.signing_bytes(SITE, BOX, name, got) in {P.signing_bytes(SITE, BOX, n, c)
+                                                     for n, c in origs}
     return True
 
 
@@ -424,7 +430,7 @@ def envelope_make(rng: random.Random) -> tuple[Any, bytes]:
     return env, json.dumps(env, ensure_ascii=rng.random() < 0.5).encode()
 
 
-def envelope_check(orig: dict[str, Any], wire: bytes) -> bool:
+def envelope_check(origs: tuple[dict[str, Any], ...], wire: bytes) -> bool:
     """The central ingest's steps with an event payload: JSON, the envelope's shape, its hash."""
     try:
         got = json.loads(wire)
@@ -432,8 +438,8 @@ def envelope_check(orig: dict[str, Any], wire: bytes) -> bool:
         return False
     if not valid_envelope(got) or event_hash(got) != got["hash"]:
         return False
-    # An event whose hash still verifies is the event that was sealed.
-    assert canonical_json(got) == canonical_json(orig)
+    # An event whose hash still verifies is an event that was sealed.
+    assert canonical_json(got) in {canonical_json(o) for o in origs}
     return True
 
 
@@ -464,22 +470,35 @@ def test_zk_packed_time_past_2099_is_refused_not_wrapped() -> None:
         zk.decode_time(0xFFFFFFFF)
 
 
+def test_envelope_with_a_lone_surrogate_is_refused_not_hashed() -> None:
+    # Found by this fuzzing: json.loads takes "\udc00", canonical_json cannot encode it, and the
+    # ingest's insert raised on it, retrying the whole batch as if the database were down.
+    _env, raw = envelope_make(random.Random(1))
+    env = json.loads(raw)
+    assert valid_envelope(env)
+    env["data"]["name"] = json.loads('"\\udc00"')
+    assert not valid_envelope(env)
+
+
 @pytest.mark.parametrize("codec", CODECS)
 def test_codec_holds_its_contract_on_mutated_frames(codec: str) -> None:
     counts = run(codec, QUICK_FRAMES)
     assert counts["untouched"] > QUICK_FRAMES // 4
 
 
-# edge/link/protocol.signature_ok hands a non-ASCII "sig" string to hmac.compare_digest, which
-# raises TypeError: such a command gets no reply instead of a bad-signature refusal. Strict: once
-# signature_ok refuses it, this mark fails and comes off.
-SIG_TYPEERROR = pytest.mark.xfail(strict=True, raises=TypeError,
-                                  reason="signature_ok raises TypeError on a non-ASCII sig")
+# edge/link/protocol.signature_ok raises on two payloads a box may be sent: a non-ASCII "sig"
+# string (hmac.compare_digest: TypeError) and a lone surrogate escape such as "\udc00" anywhere
+# in the signed fields (canonical_json: UnicodeEncodeError). Either way the command gets no
+# reply instead of a refusal. Strict: once signature_ok refuses both, this mark fails and
+# comes off.
+SIG_RAISES = pytest.mark.xfail(strict=True, raises=(TypeError, UnicodeEncodeError),
+                               reason="signature_ok raises on a non-ASCII sig or a lone "
+                               "surrogate instead of refusing")
 
 
 @pytest.mark.long
 @pytest.mark.timeout(3600)
-@pytest.mark.parametrize("codec", [pytest.param(c, marks=SIG_TYPEERROR) if c == "link_command"
+@pytest.mark.parametrize("codec", [pytest.param(c, marks=SIG_RAISES) if c == "link_command"
                                    else c for c in CODECS])
 def test_a_million_mutated_frames(codec: str) -> None:
     counts = run(codec, LONG_FRAMES)

@@ -343,8 +343,16 @@ class CentralStore:
 
 
 def valid_envelope(obj: Any) -> bool:
-    return (isinstance(obj, dict) and set(obj) == set(ENVELOPE_FIELDS)
+    if not (isinstance(obj, dict) and set(obj) == set(ENVELOPE_FIELDS)
             and isinstance(obj.get("seq"), int) and obj["seq"] >= 1
             and all(isinstance(obj.get(k), str) for k in
                     ("id", "ts", "site", "box", "type", "prev_hash", "hash"))
-            and isinstance(obj.get("data"), dict))
+            and isinstance(obj.get("data"), dict)):
+        return False
+    # JSON may carry a lone surrogate ("\udc00") that UTF-8 cannot: such an envelope has no
+    # canonical form, and hashing it in `insert` would fail the whole batch again and again.
+    try:
+        canonical_json(obj)
+    except UnicodeEncodeError:
+        return False
+    return True
