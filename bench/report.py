@@ -122,7 +122,7 @@ def fmt(x: Any) -> str:
         return f"{n:,.0f}"
     if a >= 100:
         return f"{n:.1f}".rstrip("0").rstrip(".")
-    if a >= 0.001:
+    if a >= 1e-6:  # CPU shares of a camera are small: 0.0002 reads better than 2.00e-04
         digits = max(0, 3 - math.floor(math.log10(a)))
         return f"{n:.{digits}f}".rstrip("0").rstrip(".")
     return f"{n:.2e}"
