@@ -70,7 +70,7 @@ def run_line(names: list[str]) -> dict[str, Any]:
         "cores": os.cpu_count(), "cpu": cpu_model(), "memory": memory(),
         "load": " ".join(f"{x:.2f}" for x in load), "commit": commit(),
         "python": platform.python_version(),
-        "command": "make bench" + (f" ({' '.join(names)})" if names else "")}}
+        "command": f"python -m bench {' '.join(names)}" if names else "make bench"}}
 
 
 def says_error(raw: str) -> bool:
