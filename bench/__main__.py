@@ -13,9 +13,11 @@ HALLBOX_BENCH_TIMEOUT (seconds, default 1800) stops a bench that hangs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import threading
@@ -84,9 +86,16 @@ def says_error(raw: str) -> bool:
 def run_bench(name: str, emit: Any) -> bool:
     """One bench in its own process; its stdout lines go to `emit`, stderr passes through."""
     t0 = time.monotonic()
+    # Its own process group: a bench stopped on timeout or Ctrl-C takes its brokers, boxes and
+    # ffmpegs with it.
     proc = subprocess.Popen([sys.executable, "-m", f"bench.bench_{name}"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            bufsize=1)
+                            bufsize=1, start_new_session=True)
+
+    def stop(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+
     tail: deque[str] = deque(maxlen=20)
 
     def relay_stderr() -> None:
@@ -98,7 +107,7 @@ def run_bench(name: str, emit: Any) -> bool:
 
     relay = threading.Thread(target=relay_stderr, daemon=True)
     relay.start()
-    timer = threading.Timer(TIMEOUT_S, proc.kill)
+    timer = threading.Timer(TIMEOUT_S, stop, (signal.SIGKILL,))
     timer.start()
     said_error = False
     try:
@@ -107,6 +116,9 @@ def run_bench(name: str, emit: Any) -> bool:
             emit(raw.rstrip("\n"))
             said_error = said_error or says_error(raw)
         rc = proc.wait()
+    except KeyboardInterrupt:
+        stop(signal.SIGTERM)
+        raise
     finally:
         timer.cancel()
         relay.join(5)

@@ -233,23 +233,26 @@ def start_consumers(n: int, port: int, dsn: str, tag: str) -> list[subprocess.Po
          "--group", f"bench-{tag}", "--gap-interval", "3600"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "HALLBOX_LOG": "INFO"}) for k in range(n)]
-    for p in procs:
-        assert p.stderr
-        deadline = time.monotonic() + 60
-        said: list[str] = []
-        for line in p.stderr:
-            if " up, group " in line:
-                break
-            said.append(line)
-            if time.monotonic() > deadline:
-                raise RuntimeError("an ingest process did not come up")
-        else:
-            stop_consumers(procs)
-            raise RuntimeError(f"an ingest process exited with {p.wait()}: "
-                               + "".join(said)[-1500:])
-        # Its log is not read any further: drain it so a full pipe never blocks it.
-        threading.Thread(target=lambda p=p: [None for _ in p.stderr],  # type: ignore[union-attr]
-                         daemon=True).start()
+    try:
+        for p in procs:
+            assert p.stderr
+            deadline = time.monotonic() + 60
+            said: list[str] = []
+            for line in p.stderr:
+                if " up, group " in line:
+                    break
+                said.append(line)
+                if time.monotonic() > deadline:
+                    raise RuntimeError("an ingest process did not come up")
+            else:
+                raise RuntimeError(f"an ingest process exited with {p.wait()}: "
+                                   + "".join(said)[-1500:])
+            # Its log is not read any further: drain it so a full pipe never blocks it.
+            threading.Thread(target=lambda p=p: [None for _ in p.stderr],  # type: ignore[union-attr]
+                             daemon=True).start()
+    except BaseException:
+        stop_consumers(procs)  # none left behind, retrying against a dropped database
+        raise
     time.sleep(0.5)  # the SUBSCRIBE the "up" line announces is answered
     return procs
 
