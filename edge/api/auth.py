@@ -14,7 +14,7 @@ from datetime import datetime
 from fastapi import HTTPException
 from starlette.requests import HTTPConnection
 
-from edge.api.deps import ApiContext, context
+from edge.api.deps import ApiContext, ctx_of
 
 ROLES = ("kiosk", "console", "staff", "manager", "central")
 
@@ -89,8 +89,10 @@ class Roles:
         self.roles = roles
         self.query_token = query_token  # ?token= accepted (EventSource endpoints only)
 
-    def __call__(self, conn: HTTPConnection) -> Principal:
-        return check(identify(conn, context(conn), self.query_token), self.roles)
+    async def __call__(self, conn: HTTPConnection) -> Principal:
+        # async: on the loop, not FastAPI's thread pool (a token check is a dict lookup or one
+        # indexed read; the hop per request cost more than the check).
+        return check(identify(conn, ctx_of(conn), self.query_token), self.roles)
 
 
 class OpenTo(Roles):
@@ -100,5 +102,6 @@ class OpenTo(Roles):
 
     anonymous = True
 
-    def __call__(self, conn: HTTPConnection) -> Principal | None:  # type: ignore[override]
-        return identify(conn, context(conn), self.query_token)
+    async def __call__(self, conn: HTTPConnection  # type: ignore[override]
+                       ) -> Principal | None:
+        return identify(conn, ctx_of(conn), self.query_token)

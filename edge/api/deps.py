@@ -41,9 +41,15 @@ class ApiContext:
         return self.services.sensor_at(window)
 
 
-def context(conn: HTTPConnection) -> ApiContext:
+def ctx_of(conn: HTTPConnection) -> ApiContext:
     ctx: ApiContext = conn.app.state.ctx
     return ctx
+
+
+async def context(conn: HTTPConnection) -> ApiContext:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, two thread hops per
+    # request for what is an attribute read.
+    return ctx_of(conn)
 
 
 Ctx = Annotated[ApiContext, Depends(context)]

@@ -185,8 +185,8 @@ async def queue(ctx: Ctx) -> dict[str, Any]:
         "day": h.day,
         "services": [{
             "service": code, "name": s.name, "open": h.is_open(code),
-            "waiting": [ticket_view(h, t) for t in h.waiting(code)],
-            "est_wait_ms": h.estimate_wait_ms(code, len(h.waiting(code))),
+            "waiting": [ticket_view(h, t, ahead=i) for i, t in enumerate(h.waiting(code))],
+            "est_wait_ms": h.estimate_wait_ms(code, h.waiting_count(code)),
             "avg_service_ms": h.avg_service_ms(code), "issued": h.counters.get(code, 0),
             "daily_cap": s.daily_cap, "open_windows": h.open_windows_for(code),
         } for code, s in h.services.items()],

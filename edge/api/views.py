@@ -14,10 +14,11 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def ticket_view(hall: Hall, t: Ticket) -> dict[str, Any]:
-    waiting = hall.waiting(t.service)
-    ahead = sum(1 for x in waiting if hall._fifo_key(x) < hall._fifo_key(t)) \
-        if t in waiting else 0
+def ticket_view(hall: Hall, t: Ticket, ahead: int | None = None) -> dict[str, Any]:
+    """`ahead`: the ticket's place in its queue when the caller already knows it (a list in
+    queue order), saving a pass over the queue per ticket."""
+    if ahead is None:
+        ahead = hall.ahead(t)
     return {
         "id": t.id, "number": t.number, "service": t.service,
         "service_name": hall.services[t.service].name, "priority": t.priority.value,
@@ -38,7 +39,7 @@ def window_view(hall: Hall, n: int) -> dict[str, Any]:
         "window": n, "name": hall.window_cfg[n].name, "staff": w.staff, "paused": w.paused,
         "pause_reason": w.pause_reason, "current": ticket_view(hall, cur) if cur else None,
         "services": [s.service for s in hall.window_cfg[n].services],
-        "waiting": sum(len(hall.waiting(s.service)) for s in hall.window_cfg[n].services),
+        "waiting": sum(hall.waiting_count(s.service) for s in hall.window_cfg[n].services),
         "next": {"number": nxt.number, "rule": rule} if nxt else None,
         "priority_streak": w.priority_streak,
     }

@@ -46,7 +46,7 @@ def own_window(who: Principal, window: int) -> None:
                           f"your session is for window {who.window}, not {window}", "window")
 
 
-def at_window(window: WindowNo,
+async def at_window(window: WindowNo,
               who: Annotated[Principal, Depends(Roles("staff"))]) -> Principal:
     """The staff member logged in at this window (their session is bound to it)."""
     own_window(who, window)

@@ -209,6 +209,15 @@ class Hall:
             tickets = list(self._queued.get(service, {}).values())
         return sorted(tickets, key=self._fifo_key)
 
+    def ahead(self, t: Ticket) -> int:
+        """Tickets called before `t` in its service's queue (0 once it is not waiting). One
+        pass over the queue, no sort: every ticket answer carries it."""
+        queued = self._queued.get(t.service)
+        if not queued or t.id not in queued:
+            return 0
+        key = self._fifo_key(t)
+        return sum(1 for x in queued.values() if self._fifo_key(x) < key)
+
     def estimate_wait_ms(self, service: str, ahead: int) -> int:
         """People ahead shared over the open windows, times the recent mean service time."""
         windows = max(1, self.open_windows_for(service))
@@ -293,9 +302,7 @@ class Hall:
                               subject)
 
     def _issued_event(self, t: Ticket) -> DomainEvent:
-        key = self._fifo_key(t)
-        ahead = sum(1 for x in self._queued.get(t.service, {}).values()
-                    if self._fifo_key(x) < key)
+        ahead = self.ahead(t)
         return DomainEvent("ticket.issued", {
             **self._tref(t), "priority": t.priority.value, "source": t.source.value,
             "ahead": ahead, "est_wait_ms": self.estimate_wait_ms(t.service, ahead),
