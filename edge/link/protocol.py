@@ -65,9 +65,15 @@ def sign(key: str, site: str, box: str, name: str, cmd: dict[str, Any]) -> str:
 
 def signature_ok(key: str, site: str, box: str, name: str, cmd: dict[str, Any]) -> bool:
     sig = cmd.get("sig")
-    if not isinstance(sig, str):
+    # compare_digest takes ASCII strings only; a lone surrogate ("\\udc00" in the JSON) has
+    # no UTF-8 form to sign: both are refusals, not errors.
+    if not isinstance(sig, str) or not sig.isascii():
         return False
-    return hmac.compare_digest(sign(key, site, box, name, cmd), sig)
+    try:
+        expected = sign(key, site, box, name, cmd)
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(expected, sig)
 
 
 def make_command(key: str, site: str, box: str, name: str, args: dict[str, Any] | None = None,
