@@ -11,7 +11,9 @@ samples is mostly the neighbours' noise, and the box drifts (its queue grows wit
 ticket). So both conditions are measured in the same box process, alternately (ABBA order:
 neither always goes first), each block after the same warm-up, and the figure pools every
 block of a condition (REPS x TICKETS samples each). The per-repetition p99s and their ratios
-are printed too, so a lucky pool hides nothing. Before a crowded block the box must report
+are printed too, so a lucky pool hides nothing. The box's CPU time per ticket (all its
+threads, from /proc) is printed beside: it is what the clients really cost, and much less
+noisy than a latency tail. Before a crowded block the box must report
 all STREAM_CLIENTS connected (/healthz); before a block without clients, none.
 
 The open-file limit is raised in this process before the box is started (the box inherits it):
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import re
 import statistics
 import sys
@@ -42,8 +45,8 @@ if str(ROOT) not in sys.path:
 from bench.boxproc import hallbox_run, raise_nofile  # noqa: E402
 
 STREAM_CLIENTS = 1000
-TICKETS = 250  # per block
-REPS = 6  # blocks per condition
+TICKETS = 150  # per block
+REPS = 10  # blocks per condition
 WARMUP = 50
 TARGET_RATIO = 2.0  # issue #8: p99 with the clients at most 2 x the p99 without
 SERVICES = ["SHMS", "ZCDJ", "JYXK", "TZJS", "GA", "RS", "SW"]
@@ -53,6 +56,13 @@ KIOSK = {"authorization": "Bearer demo-kiosk-token"}
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[max(0, math.ceil(p * len(xs)) - 1)]
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def take_tickets(c: httpx.AsyncClient, n: int) -> list[float]:
@@ -93,7 +103,15 @@ async def stream_clients_on_box(c: httpx.AsyncClient, want: int) -> None:
         await asyncio.sleep(0.05)
 
 
-async def crowded_block(c: httpx.AsyncClient, url: str) -> tuple[list[float], dict[int, int]]:
+async def timed_block(c: httpx.AsyncClient, pid: int) -> list[float]:
+    """TICKETS tickets; the box's CPU ms per ticket over the block is appended last."""
+    before = cpu_s(pid)
+    lat = await take_tickets(c, TICKETS)
+    return [*lat, (cpu_s(pid) - before) * 1000 / TICKETS]
+
+
+async def crowded_block(c: httpx.AsyncClient, url: str, pid: int
+                        ) -> tuple[list[float], dict[int, int]]:
     host, port = url.removeprefix("http://").split(":")
     results = []
     try:
@@ -105,7 +123,7 @@ async def crowded_block(c: httpx.AsyncClient, url: str) -> tuple[list[float], di
             statuses[status] = statuses.get(status, 0) + 1
         await stream_clients_on_box(c, statuses.get(200, 0))
         await asyncio.sleep(1.0)  # the connects' work is over before the first ticket
-        return await take_tickets(c, TICKETS), statuses
+        return await timed_block(c, pid), statuses
     finally:
         for _s, w in results:
             if w is not None:
@@ -113,13 +131,14 @@ async def crowded_block(c: httpx.AsyncClient, url: str) -> tuple[list[float], di
         await stream_clients_on_box(c, 0)
 
 
-async def alone_block(c: httpx.AsyncClient) -> list[float]:
+async def alone_block(c: httpx.AsyncClient, pid: int) -> list[float]:
     await stream_clients_on_box(c, 0)
     await asyncio.sleep(1.0)  # the same settling pause as a crowded block
-    return await take_tickets(c, TICKETS)
+    return await timed_block(c, pid)
 
 
-async def interleaved(url: str) -> tuple[list[list[float]], list[list[float]], dict[int, int]]:
+async def interleaved(url: str, pid: int
+                      ) -> tuple[list[list[float]], list[list[float]], dict[int, int]]:
     alone: list[list[float]] = []
     crowded: list[list[float]] = []
     statuses: dict[int, int] = {}
@@ -129,9 +148,9 @@ async def interleaved(url: str) -> tuple[list[list[float]], list[list[float]], d
             order = ("alone", "crowded") if rep % 2 == 0 else ("crowded", "alone")
             for what in order:
                 if what == "alone":
-                    alone.append(await alone_block(c))
+                    alone.append(await alone_block(c, pid))
                 else:
-                    lat, got = await crowded_block(c, url)
+                    lat, got = await crowded_block(c, url, pid)
                     crowded.append(lat)
                     for k, v in got.items():
                         statuses[k] = statuses.get(k, 0) + v
@@ -154,13 +173,15 @@ def main() -> None:
         config.write_text(re.sub(r"(?m)^daily_cap = \d+$", "daily_cap = 999", text),
                           encoding="utf-8")
         with hallbox_run(config, tmp / "data", devices=False) as box:
-            alone, crowded, statuses = asyncio.run(interleaved(box.url))
+            alone, crowded, statuses = asyncio.run(interleaved(box.url, box.pid))
     kw = {"stream_clients": STREAM_CLIENTS, "stream_answers": statuses,
           "tickets": f"{REPS} x {TICKETS} per condition", "nofile": nofile}
     note = ("hallbox run on loopback, one kiosk client; stream clients read nothing after the "
             f"headers; baseline: the same box with no stream client, in blocks interleaved "
             f"ABBA with the crowded ones ({REPS} x {TICKETS} tickets each); value and baseline "
             "pool every block; repetitions: [p without, p with, ratio] per pair of blocks")
+    cpu_a = [b.pop() for b in alone]
+    cpu_c = [b.pop() for b in crowded]
     for p in (0.50, 0.99):
         reps = [[round(pct(a, p), 2), round(pct(c, p), 2), round(pct(c, p) / pct(a, p), 2)]
                 for a, c in zip(alone, crowded, strict=True)]
@@ -171,6 +192,12 @@ def main() -> None:
              pct([x for b in crowded for x in b], p), pct([x for b in alone for x in b], p),
              **extra, repetitions=reps, ratio_median=round(statistics.median(ratios), 2),
              ratio_range=[min(ratios), max(ratios)], **kw, note=note)
+    emit(f"box_cpu_per_ticket_with_{STREAM_CLIENTS}_idle_board_streams",
+         statistics.median(cpu_c), statistics.median(cpu_a),
+         repetitions=[[round(a, 3), round(c, 3)] for a, c in zip(cpu_a, cpu_c, strict=True)],
+         **kw, note="CPU time of the box process (every thread) over a block / its tickets, "
+         "median over blocks; baseline: the blocks without stream clients; repetitions: "
+         "[without, with] per pair of blocks")
 
 
 if __name__ == "__main__":
