@@ -220,6 +220,7 @@ class StreamHub:
         self._flush: asyncio.TimerHandle | None = None
         self._flushing = False  # slices of a flush still to come
         self._more = False  # frames came during a flush: the next one follows it
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
         self._cut_logged_at = float("-inf")
         self._keepalive: asyncio.Task[None] | None = None
         self.write_cost = WRITE_COST_S  # running mean of one client's write, in seconds
@@ -266,16 +267,19 @@ class StreamHub:
         flush the next one waits until `flush_ms` after it ends: the slower a flush (many
         clients), the more a board frame coalesces, and the loop is never flushing back to
         back."""
-        if self._flush is not None:
-            return
-        if self._flushing:
-            self._more = True
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # published outside the loop (tests driving the runtime)
             self._settle()
             self._wake_slice(self._all(), now=True)
+            return
+        if self._flush_loop is not loop:  # a flush pending on a loop that is gone never ends
+            self._flush, self._flushing, self._more = None, False, False
+            self._flush_loop = loop
+        if self._flush is not None:
+            return
+        if self._flushing:
+            self._more = True
             return
         self._flush = loop.call_later(self.limits.flush_ms / 1000, self._wake)
 
