@@ -274,3 +274,106 @@ def test_journal_stream_resumes_after_falling_behind(make_runtime: Any) -> None:
             assert seqs == list(range(1, rt.store.head_seq + 1))
 
     asyncio.run(scenario())
+
+
+def test_board_stream_coalesces_a_burst_into_its_latest_state(make_runtime: Any) -> None:
+    """The board is a state: a burst of changes is rendered once, as the hall stands after the
+    last of them (its id is that event's seq); every call of the burst still comes, in order,
+    before that board."""
+    rt = make_runtime(flush_ms=2000)  # the whole burst falls within one flush
+    for staff, window in (("S001", 1), ("S002", 2), ("S003", 3)):
+        rt.execute(lambda h, s=staff, w=window: (None, h.login(s, w)))
+    tickets = [rt.execute(lambda h: h.issue("SHMS")) for _ in range(2)]
+
+    async def scenario() -> None:
+        async with served(rt) as (base, hub), httpx.AsyncClient(base_url=base,
+                                                                timeout=10) as http:
+            async with http.stream("GET", "/api/v1/board/stream") as r:
+                events = frames(r)
+                assert (await anext(events))[0] == "board"  # the snapshot on joining
+                before = hub.board.rendered
+                rt.execute(lambda h: h.call_next(1))
+                for n in range(5):  # window 3 ends paused
+                    rt.execute(lambda h, n=n: (None, h.resume(3, staff="S003") if n % 2
+                                               else h.pause(3, "整理材料", "S003")))
+                rt.execute(lambda h: h.call_next(2))
+                rt.execute(lambda h: (None, h.recall(2)))
+                got = [await anext(events) for _ in range(4)]
+                assert [e for e, _ in got] == ["call", "call", "call", "board"]
+                calls = [json.loads(d) for _, d in got[:3]]
+                assert [(c["number"], c["window"], c["type"]) for c in calls] == [
+                    (tickets[0].number, 1, "ticket.called"),
+                    (tickets[1].number, 2, "ticket.called"),
+                    (tickets[1].number, 2, "ticket.recalled")]
+                board = json.loads(got[3][1])
+                assert board == rt.hall.board()
+                windows = {w["window"]: w for w in board["windows"]}
+                assert windows[3]["paused"] is True
+                assert windows[1]["number"] == tickets[0].number
+                assert windows[2]["number"] == tickets[1].number
+                # 9 board changes, 3 calls: far fewer renders than events.
+                assert hub.board.rendered - before == 4
+
+    asyncio.run(scenario())
+
+
+def test_board_frame_carries_the_seq_of_the_last_change(make_runtime: Any) -> None:
+    rt = make_runtime(flush_ms=0)
+    rt.execute(lambda h: (None, h.login("S001", 1)))
+
+    async def scenario() -> None:
+        async with served(rt) as (base, _hub), httpx.AsyncClient(base_url=base,
+                                                                timeout=10) as http:
+            async with http.stream("GET", "/api/v1/board/stream") as r:
+                lines = r.aiter_lines()
+                while not (await anext(lines)).startswith("data: "):
+                    pass  # the snapshot
+                pause_resume(rt, 1)
+                ids = []
+                async for line in lines:
+                    if line.startswith("id: "):
+                        ids.append(int(line[4:]))
+                    if line.startswith("data: "):
+                        break
+                assert ids == [rt.store.head_seq]
+
+    asyncio.run(scenario())
+
+
+def test_a_reading_journal_client_gets_every_event_through_bursts(make_runtime: Any) -> None:
+    """Lossless: bursts far longer than `client_queue`, with board clients beside it, and the
+    journal client that reads still gets every seq once, in order, and is never cut."""
+    rt = make_runtime(client_queue=16, flush_ms=50)
+    rt.execute(lambda h: (None, h.login("S001", 1)))
+
+    async def scenario() -> None:
+        async with served(rt) as (base, hub), httpx.AsyncClient(base_url=base,
+                                                                timeout=30) as http:
+            start = rt.store.head_seq
+            boards = [http.stream("GET", "/api/v1/board/stream") for _ in range(20)]
+            opened = [await b.__aenter__() for b in boards]
+            try:
+                async with http.stream("GET", "/api/v1/events/stream",
+                                       headers=MANAGER) as r:
+                    await until(lambda: hub.clients == 21)
+                    seqs: list[int] = []
+
+                    async def read() -> None:
+                        async for _, data in frames(r):
+                            seqs.append(json.loads(data)["seq"])
+                            if seqs[-1] == start + 300:
+                                return
+
+                    reader = asyncio.create_task(read())
+                    for _ in range(10):
+                        pause_resume(rt, 30)  # 30 events back to back: twice client_queue
+                        await asyncio.sleep(0.02)
+                    await asyncio.wait_for(reader, 30)
+                    assert seqs == list(range(start + 1, start + 301))
+                    assert hub.cuts == 0
+            finally:
+                for b, resp in zip(boards, opened, strict=True):
+                    await resp.aclose()
+                    await b.__aexit__(None, None, None)
+
+    asyncio.run(scenario())

@@ -39,8 +39,10 @@ async def board(ctx: Ctx) -> dict[str, Any]:
 
 @router.get("/api/v1/board/stream", **STREAM)
 async def board_stream(ctx: Ctx) -> EventStream:
-    """`board` frames after every change, a `call` frame before a call's board; `overflow`
-    then end of stream for a client that fell behind."""
+    """The board as it stands on joining, then a `board` frame (the board's latest state; `id:`
+    is the seq of the last change it includes) at most every `flush_ms` while it changes: a
+    burst of changes is one frame. Every call comes as a `call` frame, before the board that
+    shows it. `overflow` then end of stream for a client that fell behind."""
     client = ctx.streams.board.join()
     # Joined first, then the snapshot, with no await between: nothing falls in between.
     return EventStream(client, [frame("board", ctx.rt.hall.board())])

@@ -1,12 +1,21 @@
 """Live SSE streams that scale: each event is rendered once and its bytes shared by every client.
 
 - Rendered once: a committed event becomes frames once, appended to the stream's shared log
-  (the last `client_queue` frames); each client is a cursor into that log, so an event costs
-  nothing per client. A board frame supersedes the board frames before it (a board shows its
-  latest state); call frames and journal frames are all sent.
+  (several times `client_queue` frames); each client is a cursor into that log, so an event
+  costs nothing per client. At a flush the bytes after a cursor are joined once and shared
+  by every client at that cursor (all but the stragglers).
+- The board is a state, not a log: an event only marks it changed (and a call adds its `call`
+  frame); the board is rendered once per flush, after the calls of that flush, so a burst of
+  tickets is one board frame, and taking a ticket never renders the board on its own path.
+  Call frames and journal frames are all sent (the journal stream is lossless).
 - Written in batches: clients are woken by one shared timer (`flush_ms` after the first event
-  of a burst), a slice of clients at a time with a short pause between slices, so a burst
-  costs each client one write and requests (and the store's writer) run between the slices.
+  of a burst), journal clients first, then a slice of clients at a time sized to a short
+  budget of loop time (from the measured cost of a write), with a pause between slices: the
+  loop goes idle between them, so a request (and the store's writer thread, which needs the
+  GIL) never waits behind more than one slice. With many clients a flush takes longer and the
+  next one coalesces more board changes; the writes per second stay bounded by the pacing.
+- A client whose socket is full costs nothing per event: its pump waits for the transport to
+  drain (nothing more is buffered for it), the log is shared, and a flush only checks it.
 - Bounded: a client whose socket stays full (it reads too slowly or not at all) while it
   falls more than `client_queue` frames behind is told so (`event: overflow`) and
   disconnected; when its socket is not even being read, its connection is closed under it.
@@ -21,11 +30,13 @@ makes it fall behind.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -39,9 +50,12 @@ Envelope = dict[str, Any]
 Frame = tuple[int, bytes, str | None]  # seq, bytes, what it supersedes (None: nothing)
 BACKLOG_PAGE = 500
 KEEPALIVE = b": keep-alive\n\n"
-WAKE_SLICE = 16
 LOG_FACTOR = 8
 SLICE_GAP_S = 0.001
+SLICE_BUDGET_S = 0.00025  # loop time the writes of one slice may take
+SLICE_MAX = 64
+WRITE_COST_S = 50e-6  # a first guess of one client's write (task step, ASGI, send())
+WRITE_COST_CAP_S = 0.002
 
 
 def frame(event: str, data: Any, eid: int | None = None) -> bytes:
@@ -81,47 +95,86 @@ class StreamClient:
             self.cut.set()
         return behind > 0 or self.cut.is_set()
 
-    def take(self) -> list[Frame]:
-        behind = self.behind
+    def take(self) -> Batch:
         self.wake.clear()
-        if behind > len(self.broadcast.log):
+        if self.behind > len(self.broadcast.log):
             self.cut.set()  # frames it never got have left the log: it must resume
-            return []
-        log = self.broadcast.log
-        items = [f for _, f in list(log)[len(log) - behind:]] if behind else []
+            return NOTHING
+        batch = self.broadcast.since(self.cursor) if self.behind else NOTHING
         self.cursor = self.broadcast.count
-        # A board frame supersedes the board frames before it: keep only the last of a kind.
-        last = {f[2]: n for n, f in enumerate(items) if f[2] is not None}
-        return [f for n, f in enumerate(items) if f[2] is None or last[f[2]] == n]
+        return batch
+
+
+class Batch(NamedTuple):
+    """What a client at some cursor is sent at a flush: its frames (superseded ones dropped),
+    their bytes joined once, the highest seq among them."""
+    frames: list[Frame]
+    data: bytes
+    top: int
+
+
+NOTHING = Batch([], b"", 0)
 
 
 class Broadcast:
     """One stream's fan-out; `render` turns a committed event into frames (or none), once,
-    into a log every client reads from."""
+    into a log every client reads from. With `state`, an event only marks that state changed
+    and `state(seq)` renders its frame once at the next flush (the board)."""
 
-    def __init__(self, hub: StreamHub, name: str, render: Callable[[Envelope], list[Frame]]
-                 ) -> None:
+    def __init__(self, hub: StreamHub, name: str, render: Callable[[Envelope], list[Frame]],
+                 state: Callable[[int], Frame] | None = None) -> None:
         self.hub = hub
         self.name = name
         self.render = render
+        self.state = state
+        self.changed_at: int | None = None  # seq of the last change not yet rendered
         self.clients: set[StreamClient] = set()
-        self.rendered = 0  # events rendered (once each, whatever the number of clients)
+        self.rendered = 0  # renders (once each, whatever the number of clients)
         self.count = 0  # frames ever appended to the log
         # Longer than a client may fall behind: a client the hub is slow to wake loses nothing.
         self.log: deque[tuple[int, Frame]] = deque(maxlen=LOG_FACTOR * hub.limits.client_queue)
+        self._batches: dict[int, Batch] = {}  # cursor -> batch, for the current count
         self._unsubscribe: Callable[[], None] | None = None  # on the bus while clients are
 
     def _on_event(self, env: Envelope) -> None:
         frames = self.render(env)
-        self.rendered += 1
+        if self.state is not None:
+            self.changed_at = env["seq"]
+            self.hub.flush_soon()
+        if frames:
+            self.rendered += 1
         self.append(frames)
 
-    def append(self, frames: list[Frame]) -> None:
+    def settle(self) -> None:
+        """At a flush: the changed state's frame, rendered once, after the frames before it."""
+        if self.state is not None and self.changed_at is not None:
+            seq, self.changed_at = self.changed_at, None
+            self.rendered += 1
+            self.append([self.state(seq)], flush=False)
+
+    def append(self, frames: list[Frame], flush: bool = True) -> None:
         for f in frames:
             self.count += 1
             self.log.append((self.count, f))
         if frames:
-            self.hub.flush_soon()
+            self._batches.clear()
+            if flush:
+                self.hub.flush_soon()
+
+    def since(self, cursor: int) -> Batch:
+        """The frames after `cursor`, the bytes joined once per cursor and flush (nearly all
+        clients share one cursor: a flush costs one join, not one per client)."""
+        got = self._batches.get(cursor)
+        if got is None:
+            n = self.count - cursor
+            items = [f for _, f in itertools.islice(self.log, len(self.log) - n, None)]
+            # A frame of a kind (board, keep-alive) supersedes those before it.
+            last = {f[2]: i for i, f in enumerate(items) if f[2] is not None}
+            frames = [f for i, f in enumerate(items) if f[2] is None or last[f[2]] == i]
+            got = Batch(frames, b"".join(f[1] for f in frames),
+                        max((f[0] for f in frames), default=0))
+            self._batches[cursor] = got
+        return got
 
     def join(self, live: bool = True) -> StreamClient:
         self.hub.admit()
@@ -165,9 +218,13 @@ class StreamHub:
         self._quiet = _QuietCut()
         logging.getLogger("uvicorn.error").addFilter(self._quiet)
         self._flush: asyncio.TimerHandle | None = None
+        self._flushing = False  # slices of a flush still to come
+        self._more = False  # frames came during a flush: the next one follows it
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
         self._cut_logged_at = float("-inf")
         self._keepalive: asyncio.Task[None] | None = None
-        self.board = Broadcast(self, "board", self._render_board)
+        self.write_cost = WRITE_COST_S  # running mean of one client's write, in seconds
+        self.board = Broadcast(self, "board", self._render_call, self._render_board)
         self.journal = Broadcast(self, "journal",
                                  lambda env: [(env["seq"], frame("event", env, env["seq"]),
                                                None)])
@@ -177,7 +234,12 @@ class StreamHub:
         return len(self.board.clients) + len(self.journal.clients)
 
     def _all(self) -> list[StreamClient]:
-        return [*self.board.clients, *self.journal.clients]
+        # Journal clients first: few, and each needs every event.
+        return [*self.journal.clients, *self.board.clients]
+
+    def wrote(self, seconds: float) -> None:
+        """A pump's write took this long (task step, ASGI, send()): sizes the slices."""
+        self.write_cost += (seconds - self.write_cost) / 64
 
     def cut_one(self, c: StreamClient, peer: str) -> None:
         """Count a client disconnected for falling behind; log the first, then at most one
@@ -201,32 +263,55 @@ class StreamHub:
             self._keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
 
     def flush_soon(self) -> None:
-        """Wake every client with frames once, a moment after the first of a burst."""
-        if self._flush is not None:
-            return
+        """Wake every client with frames once, a moment after the first of a burst. During a
+        flush the next one waits until `flush_ms` after it ends: the slower a flush (many
+        clients), the more a board frame coalesces, and the loop is never flushing back to
+        back."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # published outside the loop (tests driving the runtime)
+            self._settle()
             self._wake_slice(self._all(), now=True)
+            return
+        if self._flush_loop is not loop:  # a flush pending on a loop that is gone never ends
+            self._flush, self._flushing, self._more = None, False, False
+            self._flush_loop = loop
+        if self._flush is not None:
+            return
+        if self._flushing:
+            self._more = True
             return
         self._flush = loop.call_later(self.limits.flush_ms / 1000, self._wake)
 
+    def _settle(self) -> None:
+        self.board.settle()
+        self.journal.settle()
+
     def _wake(self) -> None:
         self._flush = None
+        self._flushing = True
+        self._settle()
         self._wake_slice([c for c in self._all() if c.check()])
 
     def _wake_slice(self, todo: list[StreamClient], now: bool = False) -> None:
         """A slice of clients per loop iteration: requests (a ticket being taken) are served
         between the slices instead of waiting behind a thousand writes."""
-        for c in todo if now else todo[:WAKE_SLICE]:
+        size = len(todo) if now else max(1, min(SLICE_MAX,
+                                                int(SLICE_BUDGET_S / self.write_cost)))
+        for c in todo[:size]:
             if c.check():
                 c.wake.set()
-        if not now and len(todo) > WAKE_SLICE:
+        if len(todo) > size:
             # A short pause between slices, not call_soon: the loop goes idle and releases
             # the GIL, so the store's writer thread commits a ticket without waiting out the
             # interpreter's switch interval behind a thousand writes.
             asyncio.get_running_loop().call_later(SLICE_GAP_S, self._wake_slice,
-                                                  todo[WAKE_SLICE:])
+                                                  todo[size:])
+        elif not now:
+            self._flushing = False
+            if self._more:
+                self._more = False
+                self.flush_soon()
 
     async def _keep_alive(self) -> None:
         """One timer for every client: a comment line now and then keeps proxies open."""
@@ -236,14 +321,17 @@ class StreamHub:
                 if b.clients:
                     b.append([(0, KEEPALIVE, "keep-alive")])
 
-    def _render_board(self, env: Envelope) -> list[Frame]:
-        out: list[Frame] = []
-        if env["type"] in ("ticket.called", "ticket.recalled"):
-            d = env["data"]
-            out.append((env["seq"], frame("call", {"number": d["number"], "window": d["window"],
-                                                   "type": env["type"]}), None))
-        out.append((env["seq"], frame("board", self.rt.hall.board(), env["seq"]), "board"))
-        return out
+    def _render_call(self, env: Envelope) -> list[Frame]:
+        if env["type"] not in ("ticket.called", "ticket.recalled"):
+            return []
+        d = env["data"]
+        return [(env["seq"], frame("call", {"number": d["number"], "window": d["window"],
+                                            "type": env["type"]}), None)]
+
+    def _render_board(self, seq: int) -> Frame:
+        # The hall as it is now: it includes every change up to `seq` (and perhaps a later
+        # one whose own change will render it again).
+        return (seq, frame("board", self.rt.hall.board(), seq), "board")
 
 
 Backlog = Callable[[int], tuple[list[tuple[int, bytes]], bool]]
@@ -298,6 +386,7 @@ class EventStream(Response):
 
     async def _pump(self, send: Send) -> None:
         c = self.client
+        hub = c.broadcast.hub
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]})
@@ -320,14 +409,19 @@ class EventStream(Response):
                 await out(frame("overflow", {"detail": f"fell more than {c.limit} events "
                                              "behind; reconnect to resume"}))
                 break
+            began = time.perf_counter()
             batch = c.take()
-            # A journal client that caught up from the store may be offered an event it
-            # already read there: seq decides.
-            data = [d for s, d, _ in batch if s > sent or s == 0 or self.backlog is None]
-            if batch:
-                sent = max(sent, max(s for s, _, _ in batch))
+            data = batch.data
+            if self.backlog is not None and batch.frames and batch.frames[0][0] <= sent:
+                # A journal client that caught up from the store may be offered an event it
+                # already read there: seq decides.
+                data = b"".join(d for s, d, _ in batch.frames if s > sent or s == 0)
+            sent = max(sent, batch.top)
             if data:
-                await out(b"".join(data))
+                await out(data)
+                took = time.perf_counter() - began
+                if took < WRITE_COST_CAP_S:  # longer: it waited for its socket, not the loop
+                    hub.wrote(took)
             else:
                 c.waiting = True
                 try:
