@@ -16,6 +16,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from edge.api.auth import Principal, Roles
 from edge.api.deps import ApiContext, Ctx
+from edge.api.journal import MAX_SEQ
 from edge.api.problems import problem
 from edge.api.spec import refusals
 from edge.recorder.clips import ClipRefused
@@ -112,7 +113,7 @@ async def get_clip(clip: str, request: Request, ctx: Ctx,
 
 
 @router.get("/video/accesses", responses=refusals(401, 403))
-async def accesses(ctx: Ctx, _who: Viewer, after_seq: Annotated[int, Query(ge=0)] = 0,
+async def accesses(ctx: Ctx, _who: Viewer, after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
                    limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> dict[str, Any]:
     events = ctx.rt.store.events_after(after_seq, limit, ["video.accessed", "video.exported",
                                                           "video.refused"])
