@@ -2,9 +2,18 @@
 
 One `PahoConnection` is one connection attempt and is thrown away when the link drops, so
 paho's in-memory queue never outlives a connection: the outbox in SQLite is the only durable
-store, and what was in flight at a disconnect is simply unsent again. paho's network thread
-only forwards callbacks to the asyncio loop (`call_soon_threadsafe`); all decisions are made
-on the loop thread.
+store, and what was in flight at a disconnect is simply unsent again.
+
+paho runs on the asyncio loop itself, not on a network thread of its own (paho's external-loop
+interface: the socket's reader and writer on the loop, `loop_misc` for keepalive once a
+second). Every callback, PUBACKs included, therefore arrives on the loop thread where all
+decisions are made. With a network thread, each PUBACK was a `call_soon_threadsafe` (a write to
+the loop's self-pipe) and each publish a write to paho's own wake-up socket, and the three
+threads (loop, paho, the store's writer) passed the GIL back and forth per message on a
+2-core box. Only the blocking TCP/TLS connect runs in a worker thread.
+
+Incoming bytes are read in one `recv` per readable socket, not paho's three per packet (command
+byte, length byte, body): `_BufferedClient` serves paho's small reads from that buffer.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.config.mqtt import MqttSection
 
@@ -56,6 +66,52 @@ class ConnectFailed(Exception):
         self.auth = auth
 
 
+# A successful PUBACK for every message: shared reason and property objects instead of two
+# new ones per message (a ReasonCode copies its table of all reason names when made).
+# Listeners only read them. Success is 0x00, or 0x10 "no matching subscribers" (MQTT 5).
+_PUBACK_OK = {code: ReasonCode(PacketTypes.PUBACK, identifier=code) for code in (0x00, 0x10)}
+_NO_PROPERTIES = Properties(PacketTypes.PUBACK)
+
+
+class _BufferedClient(paho.Client):
+    """paho with two hot spots of the publish path cut (each PUBACK cost more than its PUBLISH):
+    reads served from one large `recv` (a PUBACK was three system calls), and a successful
+    PUBACK without properties decoded without new objects. Anything else (a refusal, a
+    PUBACK with properties, every other packet) is paho's own code."""
+
+    _rbuf = b""
+    _rpos = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rpos >= len(self._rbuf):
+            data = super()._sock_recv(65536)
+            if not data:
+                return data  # closed by the peer: paho sees b"" as before
+            self._rbuf, self._rpos = data, 0
+        out = self._rbuf[self._rpos:self._rpos + bufsize]
+        self._rpos += len(out)
+        return out
+
+    def _handle_pubackcomp(self, cmd: Any) -> paho.MQTTErrorCode:
+        # Packet id alone (success), or with a success reason and no properties.
+        packet = self._in_packet["packet"]
+        size = len(packet)
+        if cmd != "PUBACK" or not 2 <= size <= 4 or (size == 4 and packet[3]):
+            return super()._handle_pubackcomp(cmd)
+        reason = _PUBACK_OK.get(packet[2] if size > 2 else 0)
+        if reason is None:
+            return super()._handle_pubackcomp(cmd)
+        mid = (packet[0] << 8) | packet[1]
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, reason, _NO_PROPERTIES)
+        return paho.MQTT_ERR_SUCCESS
+
+    def buffered(self) -> bool:
+        """Bytes already read that paho has not taken yet (the socket may not be readable)."""
+        return self._rpos < len(self._rbuf)
+
+
 class PahoConnection:
     def __init__(self, cfg: MqttSection, *, client_id: str, protocol: ProtocolName,
                  will: tuple[str, bytes] | None, listener: LinkListener,
@@ -68,13 +124,15 @@ class PahoConnection:
         self.session_present = False
         self.closed = False
         v5 = protocol == "5"
-        self.client = paho.Client(
+        self.client = _BufferedClient(
             CallbackAPIVersion.VERSION2, client_id=client_id,
             clean_session=None if v5 else False,
             protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
             reconnect_on_failure=False, manual_ack=manual_ack)
-        # We never hand paho more than the window, and paho refuses more than that.
-        self.client.max_inflight_messages_set(inflight)
+        # The link keeps the window; paho refuses more than `inflight` messages outstanding
+        # (its queue limit). No in-flight limit of paho's own: with one set, paho scans every
+        # outstanding message on each PUBACK for one to release (O(window) per message).
+        self.client.max_inflight_messages_set(0)
         self.client.max_queued_messages_set(inflight)
         addr = cfg.broker()
         if addr.username:
@@ -90,6 +148,8 @@ class PahoConnection:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
+        self._sock: Any = None  # the socket the loop watches, once connected
+        self._misc: asyncio.TimerHandle | None = None
 
     # ---- paho thread -> loop -----------------------------------------------------------------
     def _call(self, fn: Callable[..., None], *args: Any) -> None:
@@ -117,23 +177,69 @@ class PahoConnection:
             self.listener.on_lost(self, reason)
 
     def _on_publish(self, _c: paho.Client, _u: Any, mid: int, rc: Any, _p: Any) -> None:
-        ok = not getattr(rc, "is_failure", False)
-        self._call(self._puback, mid, ok, str(rc))
-
-    def _puback(self, mid: int, ok: bool, reason: str) -> None:
+        # On the loop thread (inside loop_read): straight to the listener.
         if not self.closed:
-            self.listener.on_puback(self, mid, ok, reason)
+            ok = not rc.is_failure if hasattr(rc, "is_failure") else True
+            self.listener.on_puback(self, mid, ok, str(rc) if not ok else "Success")
 
     def _on_message(self, _c: paho.Client, _u: Any, m: paho.MQTTMessage) -> None:
         props = getattr(m, "properties", None)
         rt = getattr(props, "ResponseTopic", None) if props else None
         cd = getattr(props, "CorrelationData", None) if props else None
         msg = Incoming(m.topic, bytes(m.payload), rt, bytes(cd) if cd is not None else None)
-        self._call(self._message, msg)
+        self._message(msg)
 
     def _message(self, msg: Incoming) -> None:
         if not self.closed:
             self.listener.on_message(self, msg)
+
+    # ---- paho driven by the loop ----------------------------------------------------------
+    def _attach(self) -> None:
+        """Watch the connected socket on the loop; from now on paho asks us to write."""
+        sock = self.client.socket()
+        if sock is None:
+            raise ConnectFailed("the connection closed while opening")
+        self._sock = sock
+        self.client.on_socket_register_write = self._want_write
+        self.client.on_socket_unregister_write = self._done_writing
+        self.client.on_socket_close = self._socket_closed
+        self.loop.add_reader(sock, self._readable)
+        if self.client.want_write():
+            self._want_write(self.client, None, sock)
+        self._misc = self.loop.call_later(1.0, self._keepalive)
+
+    def _readable(self) -> None:
+        client = self.client
+        client.loop_read()
+        # loop_read stops after as many packets as are in flight; what is left in the
+        # buffer would not make the socket readable again.
+        while client.buffered() and client.socket() is not None:
+            client.loop_read()
+
+    def _want_write(self, _c: paho.Client, _u: Any, sock: Any) -> None:
+        self.loop.add_writer(sock, self.client.loop_write)
+
+    def _done_writing(self, _c: paho.Client, _u: Any, sock: Any) -> None:
+        self.loop.remove_writer(sock)
+
+    def _socket_closed(self, _c: paho.Client, _u: Any, sock: Any) -> None:
+        self._detach(sock)
+
+    def _detach(self, sock: Any) -> None:
+        if self._misc is not None:
+            self._misc.cancel()
+            self._misc = None
+        if sock is not None and self._sock is sock:
+            self._sock = None
+            with contextlib.suppress(Exception):
+                self.loop.remove_reader(sock)
+                self.loop.remove_writer(sock)
+
+    def _keepalive(self) -> None:
+        # PINGREQ when due, and a broker that stopped answering is a lost connection.
+        self._misc = None
+        if self.client.loop_misc() == paho.MQTT_ERR_SUCCESS and self._sock is not None:
+            self._misc = self.loop.call_later(1.0, self._keepalive)
 
     # ---- loop thread ---------------------------------------------------------------------
     async def open(self, timeout: float = 10.0) -> None:
@@ -149,7 +255,7 @@ class PahoConnection:
                 timeout)
         except (OSError, TimeoutError, ssl.SSLError) as e:
             raise ConnectFailed(f"cannot reach {addr.host}:{addr.port}: {e}") from None
-        self.client.loop_start()
+        self._attach()
         try:
             present, text, code = await asyncio.wait_for(self._connack, timeout)
         except TimeoutError:
@@ -186,8 +292,9 @@ class PahoConnection:
         if send_disconnect:
             with contextlib.suppress(Exception):
                 self.client.disconnect()
-        await asyncio.to_thread(self.client.loop_stop)
+                self.client.loop_write()  # the DISCONNECT goes out now; paho then closes
         sock = self.client.socket()
+        self._detach(self._sock)
         if sock is not None:
             with contextlib.suppress(Exception):
                 sock.close()

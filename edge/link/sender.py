@@ -59,6 +59,7 @@ class Link:
         self.replays: deque[list[int]] = deque()  # [next_seq, to_seq]
         self.replay_buffer: deque[tuple[int, str, str]] = deque()
         self._acked: list[int] = []
+        self._topics: dict[str, str] = {}  # event type -> its topic (a few dozen types)
         self._marking: set[int] = set()  # acked, handed to the writer, not yet committed
         self._flush_handle: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
@@ -314,6 +315,7 @@ class Link:
                 self._wake.set()
 
     async def _send_some(self) -> None:
+        topics = self._topics
         while self.connected and self.conn is not None:
             conn = self.conn
             if self._paused_until:
@@ -341,7 +343,10 @@ class Link:
                 self._maybe_status(conn)
                 return
             kind, seq, type_, env = item
-            mid = conn.publish(P.topic_event(self.site, self.box, type_), env.encode("utf-8"))
+            topic = topics.get(type_)
+            if topic is None:
+                topic = topics[type_] = P.topic_event(self.site, self.box, type_)
+            mid = conn.publish(topic, env.encode("utf-8"))
             if mid is None:
                 # paho refused (connection going away): the row stays unsent.
                 self._rewind = True
