@@ -95,12 +95,14 @@ def config(box: str, port: int, **mqtt: Any) -> Any:
 class RawPublisher:
     """A bare paho QoS 1 loop as paho's documentation writes it: its network thread
     (loop_start), publishes from the caller's thread, a window of `inflight` unacknowledged
-    messages kept with a semaphore, done when every PUBACK is in. Payloads are already bytes."""
+    messages kept with a semaphore, done when every PUBACK is in. Payloads are already bytes.
+    paho's own in-flight limit is off (the semaphore keeps the window): with it set, paho scans
+    every outstanding message on each PUBACK, and the loop ran 10-40% slower."""
 
     def __init__(self, port: int, inflight: int = 100) -> None:
         self.c = paho.Client(CallbackAPIVersion.VERSION2,
                              client_id=f"raw-{secrets.token_hex(3)}", protocol=paho.MQTTv5)
-        self.c.max_inflight_messages_set(inflight)
+        self.c.max_inflight_messages_set(0)
         self.window = threading.Semaphore(inflight)
         self.acked = 0
         self.c.on_publish = self._on_publish

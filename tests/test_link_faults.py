@@ -1,4 +1,5 @@
-"""Faults: the broker SIGKILLed mid-burst, the box SIGKILLed mid-burst, an hour offline."""
+"""Faults: the broker SIGKILLed mid-burst, the box SIGKILLed mid-burst, an hour offline, a
+broker that stops answering (SIGSTOP)."""
 
 from __future__ import annotations
 
@@ -189,6 +190,39 @@ def test_hour_offline_then_paced_drain(tmp_path: Path, broker: Broker):
         # Paced: the token bucket lets `batch` go at once, then `rate` per second. A lower bound
         # only (a slow machine makes it longer, never shorter).
         assert took >= (n - cfg.mqtt.batch - 20) / rate * 0.9
+        await link.stop()
+
+    asyncio.run(main())
+    rt.close()
+
+
+def test_broker_that_stops_answering_is_noticed_by_the_keepalive(tmp_path: Path,
+                                                                  broker: Broker):
+    """SIGSTOP the broker: its TCP connection stays open but nothing answers. The link's own
+    keepalive (paho runs on the loop, with no network thread to ping for it) must declare the
+    connection lost; what was emitted meanwhile stays unsent, and after SIGCONT everything is
+    delivered and marked sent."""
+    cfg = box_config("box-1", broker.url("box-1", box_password("box-1")), keepalive_s=5)
+    rt = HallRuntime.open(cfg, tmp_path / "box", ignore_hours=True)
+    assert broker.proc is not None
+
+    async def main() -> None:
+        link = Link(rt, cfg.mqtt)
+        await link.start()
+        await await_for(lambda: link.connected, 10, "connected")
+        rt.emit([DomainEvent("display.message", {"command_id": "before", "text": "a",
+                                                 "seconds": 60, "target": "main"})])
+        await await_for(lambda: rt.store.outbox_pending() == 0, 10, "first event sent")
+        broker.proc.send_signal(signal.SIGSTOP)
+        try:
+            rt.emit([DomainEvent("display.message", {"command_id": "during", "text": "b",
+                                                     "seconds": 60, "target": "main"})])
+            await await_for(lambda: not link.connected, 40, "silent broker noticed")
+            assert rt.store.outbox_pending() >= 1  # never acknowledged, so never marked
+        finally:
+            broker.proc.send_signal(signal.SIGCONT)
+        await await_for(lambda: rt.store.outbox_pending() == 0, 40, "delivered after SIGCONT")
+        assert link.stats["connects"] >= 2
         await link.stop()
 
     asyncio.run(main())

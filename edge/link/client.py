@@ -151,7 +151,9 @@ class PahoConnection:
         self._sock: Any = None  # the socket the loop watches, once connected
         self._misc: asyncio.TimerHandle | None = None
 
-    # ---- paho thread -> loop -----------------------------------------------------------------
+    # ---- paho callbacks ----------------------------------------------------------------------
+    # Connection changes are queued (thread-safe: the connect runs in a worker thread), so the
+    # listener never runs inside paho's read or close; PUBACKs and commands go straight on.
     def _call(self, fn: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # loop closed during shutdown
             self.loop.call_soon_threadsafe(fn, *args)
