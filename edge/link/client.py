@@ -144,6 +144,9 @@ class PahoConnection:
         if will:
             self.client.will_set(will[0], will[1], qos=1, retain=True)
         self._connack: asyncio.Future[tuple[bool, str, int]] = loop.create_future()
+        # A connection that drops after open() gave up (the connect itself failed) is no error
+        # to log: its outcome counts as read.
+        self._connack.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
@@ -213,9 +216,11 @@ class PahoConnection:
     def _readable(self) -> None:
         client = self.client
         client.loop_read()
-        # loop_read stops after as many packets as are in flight; what is left in the
-        # buffer would not make the socket readable again.
-        while client.buffered() and client.socket() is not None:
+        # loop_read stops after as many packets as are in flight; what is left in our buffer
+        # (or decrypted and waiting inside a TLS socket) would not make the socket readable
+        # again.
+        while (sock := client.socket()) is not None and (
+                client.buffered() or (hasattr(sock, "pending") and sock.pending() > 0)):
             client.loop_read()
 
     def _want_write(self, _c: paho.Client, _u: Any, sock: Any) -> None:
