@@ -73,11 +73,30 @@ _PUBACK_OK = {code: ReasonCode(PacketTypes.PUBACK, identifier=code) for code in 
 _NO_PROPERTIES = Properties(PacketTypes.PUBACK)
 
 
+class _Unwaited(paho.MQTTMessageInfo):
+    """The info of an event message: nobody waits on it (its PUBACK arrives in on_publish), so
+    it has no threading.Condition (one per message was a third of paho's publish)."""
+
+    __slots__ = ()
+
+    def __init__(self, mid: int) -> None:
+        self.mid = mid
+        self._published = False
+        self.rc = paho.MQTT_ERR_SUCCESS
+        self._iterpos = 0
+
+    def _set_as_published(self) -> None:
+        self._published = True
+
+    def wait_for_publish(self, timeout: float | None = None) -> None:
+        raise RuntimeError("an event's PUBACK is reported to the listener, not waited for")
+
+
 class _BufferedClient(paho.Client):
-    """paho with two hot spots of the publish path cut (each PUBACK cost more than its PUBLISH):
-    reads served from one large `recv` (a PUBACK was three system calls), and a successful
-    PUBACK without properties decoded without new objects. Anything else (a refusal, a
-    PUBACK with properties, every other packet) is paho's own code."""
+    """paho with the hot spots of the event path cut (a PUBACK cost more than its PUBLISH):
+    reads served from one large `recv` (a PUBACK was three system calls), a successful PUBACK
+    without properties decoded without new objects, and `publish_qos1` for events. Anything
+    else (a refusal, a PUBACK with properties, every other packet) is paho's own code."""
 
     _rbuf = b""
     _rpos = 0
@@ -106,6 +125,31 @@ class _BufferedClient(paho.Client):
             if mid in self._out_messages:
                 return self._do_on_publish(mid, reason, _NO_PROPERTIES)
         return paho.MQTT_ERR_SUCCESS
+
+    def publish_qos1(self, topic: bytes, payload: bytes) -> int | None:
+        """paho's publish() for one QoS 1 message, no retain, no properties, topic checked by
+        the caller, with paho's in-flight limit off (the link keeps the window): the same
+        bookkeeping (`_out_messages`, the in-flight count, `_send_publish`) without the
+        per-message Condition. The mid, or None if paho refused (then: not sent)."""
+        mid = self._mid_generate()
+        msg = paho.MQTTMessage.__new__(paho.MQTTMessage)
+        msg.timestamp = paho.time_func()
+        msg.mid, msg._topic, msg.payload = mid, topic, payload
+        msg.qos, msg.retain, msg.dup, msg.properties = 1, False, False, None
+        msg.info = info = _Unwaited(mid)
+        with self._out_message_mutex:
+            if ((0 < self._max_queued_messages <= len(self._out_messages))
+                    or mid in self._out_messages):
+                return None
+            self._out_messages[mid] = msg
+            self._inflight_messages += 1
+            msg.state = paho.mqtt_ms_wait_for_puback
+            rc = self._send_publish(mid, topic, payload, 1, False, False, info, None)
+            if rc == paho.MQTT_ERR_NO_CONN:
+                self._inflight_messages -= 1
+                msg.state = paho.mqtt_ms_publish
+            info.rc = rc
+        return mid if rc == paho.MQTT_ERR_SUCCESS else None
 
     def buffered(self) -> bool:
         """Bytes already read that paho has not taken yet (the socket may not be readable)."""
@@ -290,6 +334,17 @@ class PahoConnection:
         if info.rc != paho.MQTT_ERR_SUCCESS:
             return None
         return int(info.mid)
+
+    def publish_event(self, topic: bytes, payload: bytes) -> int | None:
+        """One event at QoS 1 on a topic from `event_topic`; its mid, or None if refused."""
+        return self.client.publish_qos1(topic, payload)
+
+    @staticmethod
+    def event_topic(topic: str) -> bytes:
+        """An event topic, checked once (no wildcards) and encoded for `publish_event`."""
+        raw = topic.encode("utf-8")
+        paho.Client._raise_for_invalid_topic(raw)
+        return raw
 
     def subscribe(self, topic: str, qos: int = 1) -> None:
         self.client.subscribe(topic, qos=qos)

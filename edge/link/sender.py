@@ -59,7 +59,7 @@ class Link:
         self.replays: deque[list[int]] = deque()  # [next_seq, to_seq]
         self.replay_buffer: deque[tuple[int, str, str]] = deque()
         self._acked: list[int] = []
-        self._topics: dict[str, str] = {}  # event type -> its topic (a few dozen types)
+        self._topics: dict[str, bytes] = {}  # event type -> its topic (a few dozen types)
         self._marking: set[int] = set()  # acked, handed to the writer, not yet committed
         self._flush_handle: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
@@ -345,8 +345,9 @@ class Link:
             kind, seq, type_, env = item
             topic = topics.get(type_)
             if topic is None:
-                topic = topics[type_] = P.topic_event(self.site, self.box, type_)
-            mid = conn.publish(topic, env.encode("utf-8"))
+                topic = topics[type_] = conn.event_topic(
+                    P.topic_event(self.site, self.box, type_))
+            mid = conn.publish_event(topic, env.encode("utf-8"))
             if mid is None:
                 # paho refused (connection going away): the row stays unsent.
                 self._rewind = True
