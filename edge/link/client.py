@@ -94,9 +94,10 @@ class _Unwaited(paho.MQTTMessageInfo):
 
 class _BufferedClient(paho.Client):
     """paho with the hot spots of the event path cut (a PUBACK cost more than its PUBLISH):
-    reads served from one large `recv` (a PUBACK was three system calls), a successful PUBACK
-    without properties decoded without new objects, and `publish_qos1` for events. Anything
-    else (a refusal, a PUBACK with properties, every other packet) is paho's own code."""
+    reads served from one large `recv` (a PUBACK was three system calls), successful PUBACKs
+    without properties taken straight from that buffer without new objects, and
+    `publish_qos1` for events. Anything else (a refusal, a PUBACK with properties, every other
+    packet) is paho's own code."""
 
     _rbuf = b""
     _rpos = 0
@@ -110,6 +111,39 @@ class _BufferedClient(paho.Client):
         out = self._rbuf[self._rpos:self._rpos + bufsize]
         self._rpos += len(out)
         return out
+
+    def _packet_read(self) -> paho.MQTTErrorCode:
+        # Whole successful PUBACKs waiting in the buffer are handled here, in a row; anything
+        # else, or a packet split across reads, goes through paho's own reader.
+        if self._in_packet["command"] == 0:
+            buf, pos, end = self._rbuf, self._rpos, len(self._rbuf)
+            start = pos
+            v5 = self._protocol == paho.MQTTv5
+            while pos + 4 <= end and buf[pos] == 0x40:  # PUBACK
+                size = buf[pos + 1]
+                if size == 2:
+                    reason = _PUBACK_OK[0]
+                elif v5 and size == 3 and pos + 5 <= end:
+                    reason = _PUBACK_OK.get(buf[pos + 4])
+                elif v5 and size == 4 and pos + 6 <= end and buf[pos + 5] == 0:
+                    reason = _PUBACK_OK.get(buf[pos + 4])
+                else:
+                    break
+                if reason is None:
+                    break  # a refusal: paho's reader reports it
+                mid = (buf[pos + 2] << 8) | buf[pos + 3]
+                pos += 2 + size
+                self._rpos = pos
+                with self._out_message_mutex:
+                    if mid in self._out_messages:
+                        rc = self._do_on_publish(mid, reason, _NO_PROPERTIES)
+                        if rc != paho.MQTT_ERR_SUCCESS:
+                            return rc
+            if pos != start:
+                with self._msgtime_mutex:
+                    self._last_bytes_received = paho.time_func()
+                return paho.MQTT_ERR_SUCCESS
+        return super()._packet_read()
 
     def _handle_pubackcomp(self, cmd: Any) -> paho.MQTTErrorCode:
         # Packet id alone (success), or with a success reason and no properties.
