@@ -353,16 +353,20 @@ class Store:
         return int(self._read_one("SELECT count(*) FROM outbox WHERE sent_at IS NULL")[0])
 
     # ---- the outbox (the MQTT link) ---------------------------------------------------------
-    def outbox_unsent(self, after_seq: int, limit: int) -> list[tuple[int, str, str]]:
-        """(seq, type, envelope) of unsent rows after a seq, oldest first."""
+    # The envelope as its UTF-8 bytes, as the link publishes it (no decode and re-encode).
+    def outbox_unsent(self, after_seq: int, limit: int) -> list[tuple[int, str, bytes]]:
+        """(seq, type, envelope bytes) of unsent rows after a seq, oldest first."""
         return self._read(
-            "SELECT o.seq, j.type, j.envelope FROM outbox o JOIN journal j ON j.seq = o.seq"
+            "SELECT o.seq, j.type, CAST(j.envelope AS BLOB) FROM outbox o"
+            " JOIN journal j ON j.seq = o.seq"
             " WHERE o.sent_at IS NULL AND o.seq > ? ORDER BY o.seq LIMIT ?", (after_seq, limit))
 
     def journal_range(self, from_seq: int, to_seq: int,
-                      limit: int) -> list[tuple[int, str, str]]:
-        return self._read("SELECT seq, type, envelope FROM journal WHERE seq BETWEEN ? AND ?"
-                          " ORDER BY seq LIMIT ?", (from_seq, to_seq, limit))
+                      limit: int) -> list[tuple[int, str, bytes]]:
+        """(seq, type, envelope bytes) of journal rows in a seq range (replays)."""
+        return self._read("SELECT seq, type, CAST(envelope AS BLOB) FROM journal"
+                          " WHERE seq BETWEEN ? AND ? ORDER BY seq LIMIT ?",
+                          (from_seq, to_seq, limit))
 
     def outbox_lowest_unsent(self) -> int | None:
         row = self._read_one("SELECT min(seq) FROM outbox WHERE sent_at IS NULL")

@@ -55,9 +55,9 @@ class Link:
         # mid -> (kind, seq): kind is event | replay | status | health | reply
         self.inflight: dict[int, tuple[str, int | None]] = {}
         self.cursor = 0  # last outbox seq handed to paho on this connection
-        self.buffer: deque[tuple[int, str, str]] = deque()
+        self.buffer: deque[tuple[int, str, bytes]] = deque()
         self.replays: deque[list[int]] = deque()  # [next_seq, to_seq]
-        self.replay_buffer: deque[tuple[int, str, str]] = deque()
+        self.replay_buffer: deque[tuple[int, str, bytes]] = deque()
         self._acked: list[int] = []
         self._topics: dict[str, bytes] = {}  # event type -> its topic (a few dozen types)
         self._marking: set[int] = set()  # acked, handed to the writer, not yet committed
@@ -277,7 +277,7 @@ class Link:
             return 0.0
         return (1 - self._tokens) / self.cfg.rate_per_s
 
-    def _next_event(self) -> tuple[str, int, str, str] | None:
+    def _next_event(self) -> tuple[str, int, str, bytes] | None:
         if not self.buffer and self.cursor < self.rt.store.head_seq:
             rows = self.rt.store.outbox_unsent(self.cursor, self.cfg.batch)
             if rows:
@@ -347,7 +347,7 @@ class Link:
             if topic is None:
                 topic = topics[type_] = conn.event_topic(
                     P.topic_event(self.site, self.box, type_))
-            mid = conn.publish_event(topic, env.encode("utf-8"))
+            mid = conn.publish_event(topic, env)
             if mid is None:
                 # paho refused (connection going away): the row stays unsent.
                 self._rewind = True
