@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -88,6 +89,9 @@ class _Unwaited(paho.MQTTMessageInfo):
     def _set_as_published(self) -> None:
         self._published = True
 
+    def is_published(self) -> bool:
+        return self._published
+
     def wait_for_publish(self, timeout: float | None = None) -> None:
         raise RuntimeError("an event's PUBACK is reported to the listener, not waited for")
 
@@ -149,7 +153,8 @@ class _BufferedClient(paho.Client):
         # Packet id alone (success), or with a success reason and no properties.
         packet = self._in_packet["packet"]
         size = len(packet)
-        if cmd != "PUBACK" or not 2 <= size <= 4 or (size == 4 and packet[3]):
+        if (cmd != "PUBACK" or not 2 <= size <= 4 or (size == 4 and packet[3])
+                or (size > 2 and self._protocol != paho.MQTTv5)):
             return super()._handle_pubackcomp(cmd)
         reason = _PUBACK_OK.get(packet[2] if size > 2 else 0)
         if reason is None:
@@ -231,6 +236,7 @@ class PahoConnection:
         self.client.on_message = self._on_message
         self._sock: Any = None  # the socket the loop watches, once connected
         self._misc: asyncio.TimerHandle | None = None
+        self._loop_thread = 0  # the loop's thread, once attached
 
     # ---- paho callbacks ----------------------------------------------------------------------
     # Connection changes are queued (thread-safe: the connect runs in a worker thread), so the
@@ -283,6 +289,7 @@ class PahoConnection:
         if sock is None:
             raise ConnectFailed("the connection closed while opening")
         self._sock = sock
+        self._loop_thread = threading.get_ident()
         self.client.on_socket_register_write = self._want_write
         self.client.on_socket_unregister_write = self._done_writing
         self.client.on_socket_close = self._socket_closed
@@ -302,7 +309,10 @@ class PahoConnection:
             client.loop_read()
 
     def _want_write(self, _c: paho.Client, _u: Any, sock: Any) -> None:
-        self.loop.add_writer(sock, self.client.loop_write)
+        if threading.get_ident() == self._loop_thread:
+            self.loop.add_writer(sock, self.client.loop_write)
+        else:  # a publish from another thread (a runtime with no loop attached)
+            self._call(self.loop.add_writer, sock, self.client.loop_write)
 
     def _done_writing(self, _c: paho.Client, _u: Any, sock: Any) -> None:
         self.loop.remove_writer(sock)
