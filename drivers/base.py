@@ -126,6 +126,7 @@ class Link:
         self._usb_writer: ThreadPoolExecutor | None = None
         self._out = bytearray()
         self._writing = False
+        self._flush_due = False  # a flush is scheduled for the end of this loop turn
         self._drained: asyncio.Event | None = None
         self._down: asyncio.Future[str] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -416,6 +417,15 @@ class Link:
                 self._writing = True
                 self._loop.create_task(self._usb_flush())
             return
+        if not self._writing and not self._flush_due and self._loop is not None:
+            # Written once at the end of this loop turn, not per frame: 250 windows calling
+            # at once queue a board frame, an ack and a display per call, and a write(2)
+            # on a tty costs about as much as encoding the frame. Bytes keep their order.
+            self._flush_due = True
+            self._loop.call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush_due = False
         if not self._writing:
             self._flush()
 

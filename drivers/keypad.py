@@ -23,7 +23,7 @@ from edge.domain.errors import DomainError
 from edge.domain.model import DomainEvent, TicketState
 from edge.domain.queue import Hall
 from edge.pins import pin_matches
-from edge.runtime import Completion, HallRuntime
+from edge.runtime import HallRuntime
 
 log = logging.getLogger(__name__)
 KEYPAD_PAUSE_REASON = "呼叫器暂停"
@@ -173,14 +173,13 @@ class KeypadDriver:
             log.exception("%s: key %#04x failed", k.id, f.func)
             self._refuse(k, f, "error")
             return
-        asyncio.get_running_loop().create_task(self._answer(k, f, result, done))
+        done.when_durable(lambda error: self._answer(k, f, result, error))
 
-    async def _answer(self, k: KeypadConfig, f: kp.KeypadFrame, result: Any,
-                      done: Completion) -> None:
-        try:
-            await done.done()
-        except Exception:
-            log.exception("%s: key %#04x could not be recorded", k.id, f.func)
+    def _answer(self, k: KeypadConfig, f: kp.KeypadFrame, result: Any,
+                error: BaseException | None) -> None:
+        """Acknowledge a key once its operation is on disk (never before)."""
+        if error is not None:
+            log.error("%s: key %#04x could not be recorded: %s", k.id, f.func, error)
             self._refuse(k, f, "error")
             return
         if result is False:

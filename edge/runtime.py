@@ -66,6 +66,17 @@ class Completion:
         assert self.sealed is not None
         return self.sealed
 
+    def when_durable(self, fn: Callable[[BaseException | None], None]) -> None:
+        """On the loop: call `fn(error)` once the commit is durable (None) or failed.
+
+        For callers that only answer a device (a keypad's ack): a callback, not a task per
+        operation, which with 250 windows calling at once was a good part of the loop's work.
+        """
+        fut: asyncio.Future[Any] | None = self._future
+        if fut is None:  # made off the box's loop: wait on a thread, as done() does
+            fut = asyncio.ensure_future(self.done())
+        fut.add_done_callback(lambda f: fn(None if f.cancelled() else f.exception()))
+
     async def done(self) -> list[Envelope]:
         if self._future is None:
             return await asyncio.to_thread(self.wait)
