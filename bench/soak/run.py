@@ -313,6 +313,9 @@ class Soak:
         first_ready = self.box.lives[0].ready or self.t_load0
         lives = [asdict(x) for x in self.box.lives]
         cpu_avg = 100 * self.box.cpu_s / max(1.0, time.time() - self.box.lives[0].started)
+        import re
+
+        dups = re.findall(r"duplicates=(\d+)", self.ingest.log.read_text(errors="replace"))
         return C.Evidence(
             journal=journal, journal_verify=verify, central=central, central_breaks=breaks,
             ledger=self.ledger.to_json(), printed=printed, punches=punches, segments=segs,
@@ -322,6 +325,7 @@ class Soak:
             stats_central=live["stats_central"], serving=self.serving, crashes=self.crashes,
             fault_counts=dict(self.injector.counts()), fault_classes=CLASSES,
             min_each=self.min_each, injector_problems=self.injector.problems,
+            duplicates_received=sum(int(x) for x in dups) if dups else None,
             resources={"box lives (restarts + 1)": len(lives),
                        "peak RSS of the box process": f"{self.box.peak_rss_kib / 1024:.0f} MiB",
                        "CPU of the box process": f"{self.box.cpu_s:.0f} s, {cpu_avg:.0f}% "
@@ -346,6 +350,7 @@ async def main_async(**kw: Any) -> int:
         await s.setup()
         await s.day()
         await asyncio.to_thread(s.box.stop)
+        await asyncio.to_thread(s.ingest.stop)
         ev = s.evidence()
         rows = C.check(ev)
     finally:
