@@ -119,10 +119,17 @@ def test_a_recording_gap_outside_the_faults_and_an_unreported_fault_fail() -> No
     ev.segments["cam-w1"] = [s for s in ev.segments["cam-w1"] if not 80 <= s[0] - T0 < 90]
     ev.camera_faults.append(("cam-w1", T0 + 100, T0 + 105, "camera_stall"))
     assert failed(ev) == {"gaps outside injected faults",
+                          "gaps reported as events (camera.offline / online with its gap)",
                           "camera faults reported as events"}
-    # A gap while the box was down (killed) is explained, not a loss.
+    # A gap while the box was down (killed) is explained, once the box tells of it.
     ok = replace(day(), down_spans=[(T0 + 80, T0 + 85)])
     ok.segments["cam-w1"] = [s for s in ok.segments["cam-w1"] if not 80 <= s[0] - T0 < 90]
+    assert failed(ok) == {"gaps reported as events (camera.offline / online with its gap)"}
+    ok.journal = chain([(e["type"], e["data"], datetime.fromisoformat(e["ts"]).timestamp())
+                        for e in ok.journal] + [(
+        "camera.online", {"camera": "cam-w1", "gap_from": _iso(T0 + 80), "gap_to": _iso(T0 + 90),
+                          "reason": "box restarted"}, T0 + 90)])
+    ok.central = copy.deepcopy(ok.journal)
     assert failed(ok) == set()
     # A fault reported only as the gap of the camera.online after it is reported.
     gap = replace(day(), camera_faults=[*day().camera_faults,

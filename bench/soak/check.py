@@ -12,7 +12,8 @@ Checks, in the order printed:
   journalled; every punch the attendance terminal holds is recorded; every command answered ok
   took effect exactly once; forged commands took none, a replayed one did not take a second.
 - recordings: each camera's segments cover the recording period except inside injected camera
-  faults and box restarts (with the recorder's reconnect allowance), and every injected camera
+  faults and box restarts (with the recorder's reconnect allowance), each gap is told by an
+  event (camera.offline in it, or the camera.online gap that spans it), and every injected camera
   fault the box was alive for is reported: a camera.offline during it, or a camera.online whose
   reported gap spans it.
 - statistics: the box's statistics API equals `hallbox central stats` for every dimension.
@@ -202,7 +203,15 @@ def check(ev: Evidence) -> list[Row]:
     offline = {}
     for e in of(ev.journal, "camera.offline"):
         offline.setdefault(e["data"]["camera"], []).append(_ts(e))
+    reported_gaps: dict[str, list[tuple[float, float]]] = {}
+    for e in of(ev.journal, "camera.online"):
+        d = e["data"]
+        if d.get("gap_from") and d.get("gap_to"):
+            reported_gaps.setdefault(d["camera"], []).append(
+                (datetime.fromisoformat(d["gap_from"]).timestamp(),
+                 datetime.fromisoformat(d["gap_to"]).timestamp()))
     unexplained: list[str] = []
+    silent: list[str] = []  # holes no event tells of
     explained = covered = span_total = 0.0
     n_gaps = 0
     for cam in sorted(ev.segments):
@@ -214,6 +223,9 @@ def check(ev: Evidence) -> list[Row]:
         covered += (hi - lo) - sum(b - a for a, b in holes)
         for a, b in holes:
             n_gaps += 1
+            if not (any(a - seg <= t <= b + seg for t in offline.get(cam, []))
+                    or any(x < b and a < y for x, y in reported_gaps.get(cam, []))):
+                silent.append(f"{cam} {datetime.fromtimestamp(a):%H:%M:%S}+{b - a:.0f}s")
             if any(x <= a and b <= y for x, y in excuses):
                 explained += 1
             else:
@@ -223,16 +235,12 @@ def check(ev: Evidence) -> list[Row]:
             f"{len(ev.segments)} cameras, {(hi - lo) / 60:.1f} min each"))
     add(Row("recordings", "coverage", f"{100 * covered / max(span_total, 1):.1f}% "
             f"({n_gaps} gaps, {explained:.0f} inside injected faults or box restarts)"))
+    add(Row("recordings", "gaps reported as events (camera.offline / online with its gap)",
+            f"{n_gaps - len(silent)}/{n_gaps}"
+            + (f"; silent: {', '.join(silent[:6])}" if silent else ""), not silent))
     add(Row("recordings", "gaps outside injected faults",
             str(len(unexplained)) + (f": {', '.join(unexplained[:6])}" if unexplained else ""),
             not unexplained))
-    reported_gaps: dict[str, list[tuple[float, float]]] = {}
-    for e in of(ev.journal, "camera.online"):
-        d = e["data"]
-        if d.get("gap_from") and d.get("gap_to"):
-            reported_gaps.setdefault(d["camera"], []).append(
-                (datetime.fromisoformat(d["gap_from"]).timestamp(),
-                 datetime.fromisoformat(d["gap_to"]).timestamp()))
     unreported, masked = [], 0
     for cam, a, b, cls in ev.camera_faults:
         if any(a <= t <= b + RECONNECT_ALLOWANCE_S for t in offline.get(cam, [])):

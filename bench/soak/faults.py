@@ -17,7 +17,7 @@ import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,9 +275,10 @@ class Injector:
         cam = self._camera(rng)
         src = self.world.cameras[cam]
         away = rng.uniform(3.0, 9.0)
+        assert src.proc is not None
         with contextlib.suppress(ProcessLookupError):
-            assert src.proc is not None
             src.proc.kill()
+        await asyncio.to_thread(src.proc.wait, 10)
         await asyncio.sleep(away)
         src.proc = None
         await src.start()
@@ -293,5 +294,3 @@ def _fill(path: Path, size: int) -> None:
             f.write(chunk[:n])
             left -= n
 
-
-Step = Callable[[random.Random], Awaitable[dict[str, Any]]]

@@ -21,7 +21,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -317,6 +316,3 @@ class SupervisedBox:
             out.append((prev.ended or nxt.started, nxt.ready or nxt.started))
         return out
 
-
-def summary(d: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in d.items())

@@ -300,12 +300,10 @@ class Soak:
             breaks = cs.breaks()
         finally:
             cs.close()
-        from drivers.sim.printer import render_text  # noqa: F401  (the printer's own reading)
-
         printed = []
         for i in range(len(self.devices.printer.tickets)):
             txt = self.devices.printer.text(i)
-            printed.extend(t for t in _numbers(txt))
+            printed.extend(_numbers(txt))
         punches = [(p.user_id, p.when.strftime("%Y-%m-%dT%H:%M:%S"))
                    for p in self.devices.zk.records]
         cam_faults = [(f.params["camera"], f.start, f.end, f.cls) for f in self.injector.faults
