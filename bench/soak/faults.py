@@ -244,6 +244,10 @@ class Injector:
                     codes[f"stream:{type(e).__name__}"] += 1
             streams = [asyncio.create_task(stream()) for _ in range(n_streams)]
             await asyncio.gather(*streams)
+        cap = self.world.cfg.api.tickets.anonymous_per_address
+        if codes["anonymous-ticket:201"] > cap:
+            self.problems.append(f"anonymous flood from {addr} got "
+                                 f"{codes['anonymous-ticket:201']} tickets (limit {cap})")
         serving = await self.world.box_serves()
         if not serving:
             self.problems.append(f"box not serving after hostile traffic from {addr}")
