@@ -264,6 +264,11 @@ class Load:
                 await asyncio.sleep(3)  # the box is away: let a late answer pass
                 continue
             if st != kp.AckStatus.OK:
+                # Nobody waiting, or a ticket still in hand (its finish was lost to a kill):
+                # staff finish what the pad shows before calling again.
+                t0 = time.time()
+                if await _key(pads, w, kp.Func.KEY_FINISH) == kp.AckStatus.OK:
+                    self.ledger.key_ops.append((w, "finish", t0, time.time()))
                 await asyncio.sleep(1.0)
                 continue
             self.ledger.key_ops.append((w, "call", t0, time.time()))
@@ -310,6 +315,10 @@ class Load:
                     if r.status_code == 401:
                         token = None
                         continue
+                    if r.status_code == 409:
+                        await self._finish_in_hand(c, w, auth)
+                        await asyncio.sleep(1.0)
+                        continue
                     if r.status_code != 200:
                         await asyncio.sleep(1.0)
                         continue
@@ -338,6 +347,21 @@ class Load:
                             await self._rate(w, t["number"], rng)
                 except httpx.HTTPError:
                     await asyncio.sleep(2)
+
+    async def _finish_in_hand(self, c: httpx.AsyncClient, w: int, auth: dict[str, str]) -> None:
+        """A ticket still in hand (its finish was lost to a kill): start it if need be and
+        finish it, as staff would, before calling again."""
+        r = await c.get(f"/api/v1/windows/{w}", headers=auth)
+        cur = r.json().get("current") if r.status_code == 200 else None
+        if not cur:
+            return
+        if cur["state"] == "called":
+            r = await c.post(f"/api/v1/windows/{w}/start", headers=auth)
+            if r.status_code == 200:
+                self.ledger.api_ops.append((w, "start", cur["id"]))
+        r = await c.post(f"/api/v1/windows/{w}/finish", headers=auth)
+        if r.status_code == 200:
+            self.ledger.api_ops.append((w, "finish", cur["id"]))
 
     # ---- attendance ----------------------------------------------------------------------------
     def _punch(self, staff: str, kind: int) -> None:
