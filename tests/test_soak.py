@@ -170,3 +170,17 @@ def test_a_short_soak_passes_with_every_fault_class(tmp_path: Path) -> None:
     assert {f["class"] for f in faults} == set(CLASSES)
     rows = {r["item"]: r["value"] for r in verdict["rows"]}
     assert int(rows["produced (box journal)"]) > 500  # a day happened, not an empty check
+
+
+def test_a_seed_replays_the_schedule_and_every_class_comes_often_enough() -> None:
+    import random
+    from collections import Counter
+
+    from bench.soak.faults import CAMERA_LANE, HALL_LANE, Injector
+
+    def schedule(seed: int) -> list[str]:
+        inj = Injector(random.Random(seed), Path("/dev/null"), 10, None)
+        return inj.plan(HALL_LANE) + inj.plan(CAMERA_LANE)
+
+    assert schedule(7) == schedule(7) != schedule(8)
+    assert min(Counter(schedule(7)).values()) >= 10
