@@ -8,7 +8,7 @@ APT_PACKAGES := mosquitto mosquitto-clients ffmpeg chromium fonts-wqy-zenhei esp
 APT_PACKAGES += nodejs
 UI     := kiosk_ui
 
-.PHONY: run test test-long bench lint sysdeps venv clean wheel install uninstall
+.PHONY: run test test-long bench soak lint sysdeps venv clean wheel install uninstall
 
 # System packages: installed with apt-get only when one is missing.
 .make-sysdeps: Makefile
@@ -60,6 +60,12 @@ test-long: sysdeps venv
 
 bench: sysdeps venv
 	$(PY) -m bench
+
+# The soak (docs/soak.md): a compressed hall day under injected faults, checked for loss.
+# Root (a tmpfs and a network namespace). `make soak SOAK_SEED=n` replays a run,
+# SOAK_MINUTES sets its length (default 20).
+soak: sysdeps venv
+	SOAK_SEED="$(SOAK_SEED)" SOAK_MINUTES="$(SOAK_MINUTES)" $(PY) -m bench.soak
 
 # The installable package: the pages with what `venv` installs under kiosk_ui/ (the pages'
 # npm assets), the schemas, the examples.

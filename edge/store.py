@@ -644,6 +644,11 @@ class JournalFile:
             yield from rows
             after = rows[-1][0]
 
+    def video_segments(self) -> list[tuple[str, float, float]]:
+        """(camera, start, end) of every indexed recording segment (the soak's coverage check)."""
+        rows = self.db.execute("SELECT camera, start, end FROM video_segments ORDER BY start")
+        return [(r[0], float(r[1]), float(r[2])) for r in rows.fetchall()]
+
     def outbox_seq_from(self, seq: int) -> int | None:
         """The lowest outbox seq at or above `seq` (the outbox outlives removed journal rows)."""
         row = self.db.execute("SELECT min(seq) FROM outbox WHERE seq >= ?", (seq,)).fetchone()

@@ -143,6 +143,33 @@ def test_anonymous_tickets_are_bounded_paired_kiosks_are_not(client: TestClient,
     assert client.post("/api/v1/tickets", json={"service": "SHMS"}).status_code == 201
 
 
+
+def test_anonymous_tickets_asked_for_at_once_are_bounded_too(runtime: HallRuntime) -> None:
+    """20 at once from one address (the soak's hostile flood): still only 6 tickets. The slot
+    is taken before the ticket is issued, not after, so requests in flight count."""
+    app = create_app(runtime)
+    before = runtime.hall.counters.get("SHMS", 0)
+
+    async def scenario() -> list[int]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url=LOCAL) as c:
+            rs = await asyncio.gather(*(c.post("/api/v1/tickets", json={"service": "SHMS"})
+                                        for _ in range(20)))
+        return [r.status_code for r in rs]
+
+    codes = asyncio.run(scenario())
+    assert codes.count(201) == 6 and codes.count(429) == 14, codes
+    assert runtime.hall.counters["SHMS"] == before + 6
+
+
+def test_an_anonymous_ticket_that_fails_gives_its_slot_back(client: TestClient) -> None:
+    for _ in range(3):
+        problem(client.post("/api/v1/tickets", json={"service": "NOPE"}), 404, "unknown-service")
+    for _ in range(6):
+        assert client.post("/api/v1/tickets", json={"service": "SHMS"}).status_code == 201
+    problem(client.post("/api/v1/tickets", json={"service": "SHMS"}), 429, "too-many-tickets")
+
+
 # ---- refusals a supervisor should know about: lan.limited ---------------------------------
 def test_a_flood_of_refusals_is_one_event_per_address_per_window(runtime: HallRuntime) -> None:
     app = create_app(runtime)

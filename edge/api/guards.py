@@ -142,6 +142,8 @@ class TicketGuard:
                                     self.cfg.per_minutes * 60)
 
     def before(self, address: str) -> None:
+        """Take a slot now, before the ticket is issued: requests in flight count, so a
+        burst sent at once gets no more than the limit. `not_issued` gives it back."""
         wait = self.window.retry_after(address)
         if wait is not None:
             self.notices.refused(address, wait)
@@ -149,9 +151,11 @@ class TicketGuard:
                           f"tickets per {self.cfg.per_minutes:g} min from one address; please "
                           f"use a kiosk, or try again in {wait} s",
                           headers={"Retry-After": str(wait)})
-
-    def issued(self, address: str) -> None:
         self.window.hit(address)
+
+    def not_issued(self, address: str) -> None:
+        """The request took a slot but got no new ticket (refused, or an idempotent retry)."""
+        self.window.unhit(address)
 
 
 class EvaluatorGuard:

@@ -51,6 +51,12 @@ class RateWindow:
     def hit(self, key: str) -> None:
         self._recent(key).append(self.clock.now().timestamp())
 
+    def unhit(self, key: str) -> None:
+        """Give the newest hit back (a reserved slot that was not used)."""
+        hits = self._hits.get(key)
+        if hits:
+            hits.pop()
+
     def clear(self, key: str) -> None:
         self._hits.pop(key, None)
 

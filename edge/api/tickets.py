@@ -147,11 +147,16 @@ async def take_ticket(body: TicketRequest, request: Request, response: Response,
     address = client_address(request.scope)
     if anonymous:
         ctx.guards.tickets.before(address)
-    out = await issue_and_print(
-        ctx, request, response, who,
-        lambda h: h.issue(body.service, Priority(body.priority), Source(body.source)))
-    if anonymous and response.status_code != 200:
-        ctx.guards.tickets.issued(address)
+    try:
+        out = await issue_and_print(
+            ctx, request, response, who,
+            lambda h: h.issue(body.service, Priority(body.priority), Source(body.source)))
+    except BaseException:
+        if anonymous:
+            ctx.guards.tickets.not_issued(address)
+        raise
+    if anonymous and response.status_code == 200:  # a retry answered with its ticket
+        ctx.guards.tickets.not_issued(address)
     return out
 
 

@@ -92,6 +92,11 @@ class Ingest:
             c.disconnect()
             c.loop_stop()
             store.close()
+            st = self.stats
+            # What this ingest saw, for the operator (and the soak's duplicate count).
+            log.info("ingest %s stopped: received=%d stored=%d duplicates=%d rejected=%d "
+                     "breaks=%d replays=%d", self.client_id, st.received, st.stored,
+                     st.duplicates, st.rejected, st.breaks, st.replays)
 
     def _drain(self, store: CentralStore, c: paho.Client) -> None:
         try:
