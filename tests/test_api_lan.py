@@ -110,6 +110,30 @@ def test_concurrent_pin_checks_are_bounded(runtime: HallRuntime) -> None:
     assert pins._argon2._max_workers == 1
 
 
+def test_pin_guesses_sent_at_once_are_no_more_than_the_lock_allows(
+        runtime: HallRuntime) -> None:
+    """Found by the soak: the lock was checked before the PIN and set after it failed, so
+    guesses sent together were all tried. Now no more than 5 are checked, and the id locks."""
+    app = create_app(runtime)
+    guard = app.state.ctx.guards.logins
+
+    async def scenario() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url=LOCAL) as c:
+            return await asyncio.gather(*(
+                c.post("/api/v1/sessions", json={"staff_id": "S001", "pin": f"{i:04d}",
+                                                 "window": 1}) for i in range(12)))
+
+    rs = asyncio.run(scenario())
+    assert sorted(r.status_code for r in rs) == [401] * 5 + [429] * 7
+    assert guard.checked == 5 and guard.trying == {}
+    assert len(journal(runtime, "staff.login_failed")) == 5
+    assert len(journal(runtime, "staff.locked")) == 1
+    # locked now, even with the right PIN
+    with TestClient(app, base_url=LOCAL) as c:
+        problem(pin_login(c, "S001", "8001"), 429, "staff-locked")
+
+
 # ---- tickets -----------------------------------------------------------------------------
 def test_anonymous_tickets_are_bounded_paired_kiosks_are_not(client: TestClient,
                                                              runtime: HallRuntime) -> None:

@@ -70,6 +70,9 @@ class LoginGuard:
         self.notices = LimitNotices(rt, "logins", self.cfg.per_address_per_minute, 60)
         self.failures: OrderedDict[str, int] = OrderedDict()
         self.locked_until: dict[str, float] = {}
+        # PIN checks under way per staff id: counted with the failures, so guesses sent at
+        # once cannot all be tried before the lock (the lock is only set once one fails).
+        self.trying: dict[str, int] = {}
         self._dummy: str | None = None
         self.checking = 0  # PIN checks asked for and not answered yet
         self.most_checking = 0
@@ -91,6 +94,18 @@ class LoginGuard:
                               f"{self.cfg.max_failures} wrong PINs; try again in {wait} s",
                               "/body/staff_id", {"Retry-After": str(wait)})
             del self.locked_until[staff_id]
+        trying = self.trying.get(staff_id, 0)
+        if self.failures.get(staff_id, 0) + trying >= self.cfg.max_failures:
+            raise Refusal(429, "staff-locked", f"{staff_id} has {trying} PIN checks under way, "
+                          "as many as may fail before it locks; try again in 1 s",
+                          "/body/staff_id", {"Retry-After": "1"})
+        self.trying[staff_id] = trying + 1
+
+    def done(self, staff_id: str) -> None:
+        """The check `before` let through is answered (its failure, if any, counted)."""
+        left = self.trying.pop(staff_id, 1) - 1
+        if left > 0:
+            self.trying[staff_id] = left
 
     async def verify(self, pin_hash: str | None, pin: str) -> bool:
         """On the process's one argon2 thread (edge.pins), so memory stays flat however many

@@ -81,11 +81,14 @@ async def login(body: LoginRequest, request: Request, ctx: Ctx) -> dict[str, Any
     guard = ctx.guards.logins
     address = client_address(request.scope)
     guard.before(body.staff_id, address)
-    staff = ctx.rt.hall.staff.get(body.staff_id)
-    if not await guard.verify(staff.pin_hash if staff else None, body.pin):
-        await guard.failed(body.staff_id, staff is not None, body.window, address)
-        raise HTTPException(401, "unknown staff id or wrong PIN")
-    guard.succeeded(body.staff_id)
+    try:
+        staff = ctx.rt.hall.staff.get(body.staff_id)
+        if not await guard.verify(staff.pin_hash if staff else None, body.pin):
+            await guard.failed(body.staff_id, staff is not None, body.window, address)
+            raise HTTPException(401, "unknown staff id or wrong PIN")
+        guard.succeeded(body.staff_id)
+    finally:
+        guard.done(body.staff_id)
     return await start_session(ctx, body.staff_id, body.window)
 
 
