@@ -204,9 +204,15 @@ for d in etc opt var/lib usr/local; do
 done
 WHEEL="$WHEEL" PYTHON=/usr/bin/python3 "$SRC/scripts/install.sh"
 WHEEL="$WHEEL" PYTHON=/usr/bin/python3 "$SRC/scripts/install.sh"   # again: idempotent
-# The test's own port, and a hall open around the clock so a ticket can be taken now.
+# The test's own port, and a hall open around the clock so a ticket can be taken now. The
+# example's cameras and network printer are hall LAN addresses: moved to loopback (nothing
+# listens there), so the box contacts no other host.
 sed -i -e "s/^port = 8080/port = $PORT/" -e 's/^hours = .*/hours = ["00:00-24:00"]/' \
-    -e 's/^days = .*/days = [1, 2, 3, 4, 5, 6, 7]/' /etc/hallbox/hall.toml
+    -e 's/^days = .*/days = [1, 2, 3, 4, 5, 6, 7]/' \
+    -e 's/192\.168\.[0-9]*\.[0-9]*/127.0.0.1/g' /etc/hallbox/hall.toml
+if grep -nE '([0-9]{1,3}\.){3}[0-9]{1,3}' /etc/hallbox/hall.toml | grep -v '127\.0\.0\.1'; then
+    echo "a non-loopback address is left in the config"; exit 1
+fi
 echo "USER $(id -un hallbox) $(id -Gn hallbox)"
 echo "STAT $(stat -c '%U:%G %a %n' /etc/hallbox /etc/hallbox/hall.toml /var/lib/hallbox \
     /var/lib/hallbox/backups | tr '\n' ' ')"
