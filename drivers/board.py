@@ -61,6 +61,7 @@ class BoardDriver:
             if b.window is not None:
                 self.by_window.setdefault(b.window, []).append(b)
         self.mains = [b for b in boards if b.main]
+        self.by_address = {(b.bus, b.address): b for b in boards}  # whose reply a frame is
         self._mains_due = False
         self._decoders: dict[str, bx5.Bx5Decoder] = {}
         self._unsub: Any = None
@@ -224,8 +225,7 @@ class BoardDriver:
             if p.dst == bx5.HOST_ADDR and p.data[:2] == bytes(bx5.CMD_ACK):
                 self.acks += 1
                 self._unanswered.pop((bus_id, p.src), None)
-                b = next((x for x in self.boards
-                          if x.bus == bus_id and x.address == p.src), None)
+                b = self.by_address.get((bus_id, p.src))
                 if b is not None and b.id in self._silent:
                     self._silent.discard(b.id)
                     self.health[b.id].ok("answering again")

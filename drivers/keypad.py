@@ -59,9 +59,10 @@ class KeypadDriver:
         self._stale: set[int] = set()
         self._status: dict[int, str] = {}
         self._flush_scheduled = False
-        # Windows whose display only needs a new waiting count (another window called or a
-        # ticket was taken): refreshed together at most every COUNT_REFRESH_S.
-        self._counts_stale: set[int] = set()
+        # Services whose windows' displays only need a new waiting count (another window
+        # called or a ticket was taken): refreshed together at most every COUNT_REFRESH_S.
+        # Services, not windows: marking every window of the service was O(windows) per call.
+        self._counts_stale: set[str] = set()
         self._counts_timer: asyncio.TimerHandle | None = None
         self._by_service: dict[str, list[KeypadConfig]] = {}
         for k in keypads:
@@ -119,50 +120,53 @@ class KeypadDriver:
 
     # ---- keys -----------------------------------------------------------------------------
     def _op(self, k: KeypadConfig, f: kp.KeypadFrame) -> Any:
+        """The hall operation a key stands for (None: not a key this pad sends)."""
         w = k.window
         F = kp.Func
-
-        def finish(h: Hall) -> tuple[None, list[DomainEvent]]:
-            cur = h.current_ticket(w)
-            events: list[DomainEvent] = []
-            if cur is not None and cur.state == TicketState.CALLED:
-                events += h.start(w)
-            events += h.finish(w)
-            return None, events
-
-        def pause(h: Hall) -> tuple[None, list[DomainEvent]]:
-            if h.windows[w].paused:
-                return None, h.resume(w)
-            return None, h.pause(w, KEYPAD_PAUSE_REASON)
-
-        ops = {
-            F.KEY_CALL: lambda h: (None, h.call_next(w)[1]),
-            F.KEY_RECALL: lambda h: (None, h.recall(w)),
-            F.KEY_FINISH: finish,
-            F.KEY_PAUSE: pause,
-            F.KEY_NO_SHOW: lambda h: (None, h.no_show(w)),
-            F.KEY_START: lambda h: (None, h.start(w)),
-            F.KEY_LOGOUT: lambda h: (None, h.logout(w)),
-        }
-        if f.func == F.KEY_TRANSFER:
+        func = f.func
+        # A chain of ifs, not a table of closures built for every key press.
+        if func == F.KEY_CALL:
+            # call-next with nobody waiting is not an error in the domain: say so on the pad.
+            def call(h: Hall) -> tuple[bool, list[DomainEvent]]:
+                t, ev = h.call_next(w)
+                return t is not None, ev
+            return call
+        if func == F.KEY_NO_SHOW:
+            return lambda h: (None, h.no_show(w))
+        if func == F.KEY_FINISH:
+            def finish(h: Hall) -> tuple[None, list[DomainEvent]]:
+                cur = h.current_ticket(w)
+                events: list[DomainEvent] = []
+                if cur is not None and cur.state == TicketState.CALLED:
+                    events += h.start(w)
+                events += h.finish(w)
+                return None, events
+            return finish
+        if func == F.KEY_RECALL:
+            return lambda h: (None, h.recall(w))
+        if func == F.KEY_START:
+            return lambda h: (None, h.start(w))
+        if func == F.KEY_PAUSE:
+            def pause(h: Hall) -> tuple[None, list[DomainEvent]]:
+                if h.windows[w].paused:
+                    return None, h.resume(w)
+                return None, h.pause(w, KEYPAD_PAUSE_REASON)
+            return pause
+        if func == F.KEY_LOGOUT:
+            return lambda h: (None, h.logout(w))
+        if func == F.KEY_TRANSFER:
             try:
                 service = f.data.decode("ascii").strip()
             except UnicodeDecodeError:
                 return None
             return lambda h: (None, h.transfer(w, service)[1])
-        return ops.get(f.func)  # type: ignore[call-overload]
+        return None
 
     def _key(self, k: KeypadConfig, f: kp.KeypadFrame) -> None:
         op = self._op(k, f)
         if op is None:
             self._send(k, kp.ack(k.address, f.func, kp.AckStatus.BAD_DATA))
             return
-        if f.func == kp.Func.KEY_CALL:
-            # call-next with nobody waiting is not an error in the domain: say so on the pad.
-            def call(h: Hall) -> tuple[bool, list[DomainEvent]]:
-                t, ev = h.call_next(k.window)
-                return t is not None, ev
-            op = call
         try:
             # Applied now, in key order; acknowledged on the pad once it is on disk.
             result, done = self.rt.submit(op)
@@ -264,14 +268,16 @@ class KeypadDriver:
                 self._display(k)
 
     def _refresh_service(self, service: str) -> None:
-        for k in self._by_service.get(service, []):
-            self._counts_stale.add(k.window)
-        if self._counts_stale and self._counts_timer is None:
+        if service not in self._by_service:
+            return
+        self._counts_stale.add(service)
+        if self._counts_timer is None:
             self._counts_timer = asyncio.get_running_loop().call_later(
                 COUNT_REFRESH_S, self._refresh_counts)
 
     def _refresh_counts(self) -> None:
         self._counts_timer = None
         stale, self._counts_stale = self._counts_stale, set()
-        for window in stale:
-            self._display(self.by_window[window])
+        for service in stale:
+            for k in self._by_service[service]:
+                self._display(k)

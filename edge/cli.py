@@ -87,6 +87,7 @@ async def _serve(args: argparse.Namespace, cfg: HallConfig, data: Path) -> None:
                  host, port, data)
 
     await box.start()
+    log.debug("start-up heap frozen: %d objects", service.freeze_startup_heap())
     tasks = [asyncio.create_task(announce())]
     # systemd's watchdog, pinging only while the loop, the store's writer and the
     # component supervisors are alive.

@@ -31,6 +31,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from edge.domain.model import Appointment, DomainEvent, Ticket, WindowState
 from edge.events import GENESIS_HASH, seal_canonical
 from edge.migrations import migrate
@@ -56,11 +58,14 @@ class StateRows:
     def of(cls, tickets: Iterable[Ticket] = (), windows: Iterable[WindowState] = (),
            appointments: Iterable[Appointment] = (),
            meta: dict[str, str] | None = None) -> StateRows:
+        # orjson writes a dataclass's fields, datetimes in ISO form and enums by value: the
+        # document to_doc() gives, ten times faster (this runs on the loop for every operation).
+        dumps = orjson.dumps
         return cls(
-            [(t.id, t.day, t.service, t.number, t.state.value, json.dumps(t.to_doc()))
+            [(t.id, t.day, t.service, t.number, t.state.value, dumps(t).decode())
              for t in tickets],
-            [(w.number, json.dumps(w.to_doc())) for w in windows],
-            [(a.code, a.state.value, json.dumps(a.to_doc())) for a in appointments],
+            [(w.number, dumps(w).decode()) for w in windows],
+            [(a.code, a.state.value, dumps(a).decode()) for a in appointments],
             list((meta or {}).items()))
 
     def __bool__(self) -> bool:

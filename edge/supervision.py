@@ -78,6 +78,7 @@ class Supervision:
         self.recorded: dict[tuple[str, date], dict[str, Any]] = {}
         self.judged_upto: date | None = None  # every staff member's days up to it are judged
         self.recheck: set[date] = set()
+        self._last_day: tuple[tuple[str, str] | None, date] = (None, date.min)  # _day_of's
         self._restore()
         rt.reload_listeners.append(self._restore)  # a failed commit: back to what is on disk
         rt.bus.subscribe("supervision", self._on_event)
@@ -126,7 +127,15 @@ class Supervision:
         return self.rt.hall.local().date()
 
     def _day_of(self, ts: str) -> date:
-        return datetime.fromisoformat(ts).astimezone(self.rt.hall.tz).date()
+        # Every event passes here; events come in bursts within one minute. The local date
+        # cannot change within a minute of one ±HH:MM offset, so the last answer is reused.
+        key = (ts[:16], ts[-6:]) if len(ts) > 22 and ts[-6] in "+-" and ts[-3] == ":" else None
+        if key is not None and key == self._last_day[0]:
+            return self._last_day[1]
+        day = datetime.fromisoformat(ts).astimezone(self.rt.hall.tz).date()
+        if key is not None:
+            self._last_day = (key, day)
+        return day
 
     # ---- the bus ---------------------------------------------------------------------------
     def _on_event(self, env: dict[str, Any]) -> None:

@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import sqlite3
 import threading
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.clock import FakeClock
 from edge.config import HallConfig
-from edge.domain.model import DomainEvent
+from edge.domain.model import (
+    Appointment,
+    AppointmentState,
+    DomainEvent,
+    Priority,
+    Source,
+    Ticket,
+    TicketState,
+    WindowState,
+)
 from edge.migrations import LATEST, MIGRATIONS, SchemaTooNew
 from edge.runtime import HallRuntime
-from edge.store import Store
+from edge.store import StateRows, Store
 from edge.verify import verify_db
 from tests.conftest import db_of
 
@@ -188,3 +202,34 @@ def test_a_group_is_published_in_commit_order_with_one_wake_up_of_the_loop(
     for seq, seen_then in answers:
         assert seq in seen_then, "a caller continued before its event was published"
     assert wakeups < 40, f"{wakeups} wake-ups for 40 operations committed together"
+
+
+_TIMES = st.none() | st.datetimes(
+    min_value=datetime(2020, 1, 1), max_value=datetime(2040, 1, 1),
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=8)), ZoneInfo("Asia/Shanghai")]))
+_TEXT = st.text(max_size=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(when=_TIMES.filter(lambda d: d is not None), later=_TIMES, text=_TEXT,
+       state=st.sampled_from(list(TicketState)), n=st.integers(0, 10**6),
+       flag=st.booleans(), window=st.none() | st.integers(1, 300))
+def test_stored_documents_are_the_to_doc_documents(when: datetime, later: datetime | None,
+                                                   text: str, state: TicketState, n: int,
+                                                   flag: bool, window: int | None) -> None:
+    """The rows the writer stores (orjson) load as what to_doc() and from_doc() agree on."""
+    t = Ticket(id=text, day="2026-03-02", service=text, number=text, seq_no=n,
+               priority=Priority.GREEN, source=Source.APP, issued_at=when, queued_at=when,
+               state=state, front=flag, window=window, staff=text or None, called_at=later,
+               finished_at=later, recalls=n, end_reason=text)
+    w = WindowState(number=window or 1, staff=text, paused=flag, current=text,
+                    priority_streak=n, logged_in_at=later)
+    a = Appointment(code=text, service=text, slot_start=when, slot_end=when,
+                    state=AppointmentState.CHECKED_IN, ticket=text or None)
+    rows = StateRows.of([t], [w], [a])
+    assert json.loads(rows.tickets[0][5]) == t.to_doc()
+    assert json.loads(rows.windows[0][1]) == w.to_doc()
+    assert json.loads(rows.appointments[0][2]) == a.to_doc()
+    assert Ticket.from_doc(json.loads(rows.tickets[0][5])) == t
+    assert WindowState.from_doc(json.loads(rows.windows[0][1])) == w
+    assert Appointment.from_doc(json.loads(rows.appointments[0][2])) == a
