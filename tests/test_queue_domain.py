@@ -224,6 +224,27 @@ def test_transfer_keep_arrival(hall: Hall, clock: FakeClock) -> None:
     assert e.value.code == "no-current-ticket"
 
 
+def test_transfer_to_the_front_is_called_next(hall_config: HallConfig,
+                                              clock: FakeClock) -> None:
+    cfg = hall_config.model_copy(update={
+        "queue": hall_config.queue.model_copy(update={"transfer_mode": "front"})})
+    h = Hall(cfg, clock)
+    h.open_day_if_needed()
+    h.login("S001", 1)  # window 1 serves SHMS
+    h.login("S002", 3)  # window 3 serves ZCDJ
+    h.issue("SHMS")
+    clock.advance(60)
+    waiting = h.issue("ZCDJ")[0]
+    h.call_next(1)
+    h.start(1)
+    new, _ = h.transfer(1, "ZCDJ")
+    assert new.front and [t.number for t in h.waiting("ZCDJ")] == [new.number, waiting.number]
+    assert h.ahead(new) == 0 and h.ahead(waiting) == 1
+    assert h.call_next(3)[0] is new
+    h.no_show(3)
+    assert h.call_next(3)[0] is waiting
+
+
 def test_pause_blocks_calls(hall: Hall) -> None:
     login(hall, "S001", 1)
     hall.issue("SHMS")

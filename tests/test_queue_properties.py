@@ -43,10 +43,12 @@ SERVICES = st.sampled_from(["S1", "S2", "S3"])
 
 
 class QueueMachine(RuleBasedStateMachine):
+    config = CONFIG
+
     def __init__(self) -> None:
         super().__init__()
         self.clock = FakeClock(MONDAY_0900)
-        self.hall = Hall(CONFIG, self.clock)
+        self.hall = Hall(self.config, self.clock)
         self.hall.open_day_if_needed()
         self.issued: set[str] = set()
         self.finished: Counter[str] = Counter()
@@ -241,11 +243,35 @@ class QueueMachine(RuleBasedStateMachine):
             assert [t.id for t in h.waiting(code)] == sorted(
                 scan, key=lambda i: h._fifo_key(h.tickets[i]))
 
+    @invariant()
+    def people_ahead_are_counted_exactly(self) -> None:
+        # ahead() bisects the service's FIFO index; counted here the long way.
+        h = self.hall
+        for t in h.tickets.values():
+            want = 0 if t.state != TicketState.WAITING else sum(
+                1 for x in h.tickets.values() if x.state == TicketState.WAITING
+                and x.service == t.service and h._fifo_key(x) < h._fifo_key(t))
+            assert h.ahead(t) == want, t.number
+
 
 QueueMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=60, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 TestQueueInvariants = QueueMachine.TestCase
+
+
+class FrontTransferMachine(QueueMachine):
+    """The same invariants with transfers sent to the front of the new queue: a transferred
+    ticket once joined the FIFO index under its old key and was never called."""
+
+    config = CONFIG.model_copy(update={
+        "queue": CONFIG.queue.model_copy(update={"transfer_mode": "front"})})
+
+
+FrontTransferMachine.TestCase.settings = settings(
+    max_examples=100, stateful_step_count=60, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow])
+TestQueueInvariantsFrontTransfers = FrontTransferMachine.TestCase
 
 
 @given(issues=st.lists(st.tuples(SERVICES, st.booleans(), st.integers(0, 90)), min_size=2,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_left, insort
 from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
@@ -61,6 +62,11 @@ class Hall:
         self._fifo: dict[str, list[tuple[tuple[bool, datetime, int], str]]] = {}
         # GREEN and APPOINTMENT waiting tickets by service: few, scanned (due-ness moves).
         self._special: dict[str, dict[str, Ticket]] = {}
+        # Every waiting ticket of a service in FIFO order, as (*fifo key, id), and each one's
+        # entry: "people ahead" (every ticket answer and issued event) is a bisection, not a
+        # pass over a queue that reaches a thousand in a big hall's morning.
+        self._order: dict[str, list[tuple[bool, datetime, int, str]]] = {}
+        self._order_entry: dict[str, tuple[bool, datetime, int, str]] = {}
         self._serving: dict[str, list[int]] = {}
         for n, wc in self.window_cfg.items():
             for s in wc.services:
@@ -172,9 +178,14 @@ class Hall:
         self._queued = {code: {} for code in self.services}
         self._fifo = {code: [] for code in self.services}
         self._special = {code: {} for code in self.services}
+        self._order = {code: [] for code in self.services}
+        self._order_entry = {}
 
     def _enqueue(self, t: Ticket) -> None:
         self._queued.setdefault(t.service, {})[t.id] = t
+        entry = (*self._fifo_key(t), t.id)
+        self._order_entry[t.id] = entry
+        insort(self._order.setdefault(t.service, []), entry)
         if t.priority in _PRIORITY_CLASSES:
             self._special.setdefault(t.service, {})[t.id] = t
         else:
@@ -184,6 +195,12 @@ class Hall:
         """t leaves WAITING (its heap entry goes stale and is dropped at the top)."""
         self._queued.get(t.service, {}).pop(t.id, None)
         self._special.get(t.service, {}).pop(t.id, None)
+        entry = self._order_entry.pop(t.id, None)
+        if entry is not None:
+            order = self._order[t.service]
+            i = bisect_left(order, entry)
+            if i < len(order) and order[i] == entry:
+                del order[i]
 
     def _fifo_head(self, service: str) -> Ticket | None:
         """The first NORMAL-priority waiting ticket of a service, in FIFO order."""
@@ -205,18 +222,16 @@ class Hall:
     def waiting(self, service: str | None = None) -> list[Ticket]:
         if service is None:
             tickets = [t for q in self._queued.values() for t in q.values()]
-        else:
-            tickets = list(self._queued.get(service, {}).values())
-        return sorted(tickets, key=self._fifo_key)
+            return sorted(tickets, key=self._fifo_key)
+        queued = self._queued.get(service, {})
+        return [queued[e[3]] for e in self._order.get(service, ())]
 
     def ahead(self, t: Ticket) -> int:
-        """Tickets called before `t` in its service's queue (0 once it is not waiting). One
-        pass over the queue, no sort: every ticket answer carries it."""
-        queued = self._queued.get(t.service)
-        if not queued or t.id not in queued:
+        """Tickets before `t` in its service's FIFO order (0 once it is not waiting)."""
+        entry = self._order_entry.get(t.id)
+        if entry is None or t.id not in self._queued.get(t.service, ()):
             return 0
-        key = self._fifo_key(t)
-        return sum(1 for x in queued.values() if self._fifo_key(x) < key)
+        return bisect_left(self._order[t.service], entry[:3])
 
     def estimate_wait_ms(self, service: str, ahead: int) -> int:
         """People ahead shared over the open windows, times the recent mean service time."""
@@ -275,14 +290,14 @@ class Hall:
         return self.day
 
     def _new_ticket(self, service: str, priority: Priority, source: Source,
-                    queued_at: datetime | None = None) -> Ticket:
+                    queued_at: datetime | None = None, front: bool = False) -> Ticket:
         day = self._require_day()
         n = self.counters.get(service, 0) + 1
         now = self.clock.now()
         number = f"{self.services[service].prefix}{n:03d}"
         t = Ticket(id=f"{day.replace('-', '')}-{number}", day=day, service=service, number=number,
                    seq_no=n, priority=priority, source=source, issued_at=now,
-                   queued_at=queued_at or now)
+                   queued_at=queued_at or now, front=front)
         self.counters[service] = n
         self.tickets[t.id] = t
         self._enqueue(t)
@@ -636,9 +651,10 @@ class Hall:
                               f"ticket {t.number} is already in {to_service}", "service")
         self._check_can_issue(to_service)
         keep = self.policy.transfer_mode == "keep_arrival"
+        # `front` before the ticket joins the queue: set afterwards, its place in the FIFO
+        # index no longer matched its key, and call-next dropped it as stale (never called).
         new = self._new_ticket(to_service, t.priority, t.source,
-                               queued_at=t.queued_at if keep else None)
-        new.front = not keep
+                               queued_at=t.queued_at if keep else None, front=not keep)
         new.transferred_from = t.id
         new.appointment, new.slot_start = t.appointment, t.slot_start
         t.state, t.transferred_to, t.finished_at = TicketState.TRANSFERRED, new.id, \
