@@ -409,6 +409,19 @@ def test_accept_errors_are_logged_once_with_the_recovery(
     assert lines[1].startswith("accepting connections again (999 repeats")
 
 
+def test_a_forwarded_for_header_does_not_change_who_is_asking(runtime: HallRuntime) -> None:
+    """No proxy stands in front of a box: the per-address ticket limit counts the socket's
+    peer, whatever X-Forwarded-For a client (even one on the box itself) sends."""
+    async def scenario() -> list[int]:
+        async with served(runtime) as at:
+            async with httpx.AsyncClient(base_url=f"http://{at}", trust_env=False) as c:
+                return [(await c.post("/api/v1/tickets", json={"service": "SHMS"},
+                                      headers={"x-forwarded-for": f"10.9.0.{i}"})).status_code
+                        for i in range(8)]
+
+    assert asyncio.run(scenario()) == [201] * 6 + [429] * 2
+
+
 def test_connections_are_capped_below_the_file_limit(runtime: HallRuntime) -> None:
     import resource
 

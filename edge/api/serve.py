@@ -42,7 +42,12 @@ def request_cap(api: ApiSection) -> int:
 
 
 def server_config(app: Any, api: ApiSection, host: str, port: int, **kw: Any) -> uvicorn.Config:
-    opts: dict[str, Any] = {"log_level": "warning", "lifespan": "off"}
+    # No proxy in front of a hall's box: the client address (per-address ticket limits, PIN
+    # lockouts) is the socket's peer, never an X-Forwarded-For header a local process could
+    # set; and uvicorn's proxy-header layer was a cost on every request. Access lines are
+    # not logged (the journal records what matters), so uvicorn need not build them.
+    opts: dict[str, Any] = {"log_level": "warning", "lifespan": "off", "proxy_headers": False,
+                            "access_log": False}
     opts.update(kw)
     return uvicorn.Config(app, host=host, port=port, ws_max_size=api.limits.ws_max_bytes,
                           limit_concurrency=connection_cap(api), **opts)
