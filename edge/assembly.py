@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,6 +180,7 @@ class Box:
     app: FastAPI
     supervised: list[Supervised] = field(default_factory=list)
     link: Any = None
+    stop_timeout_s: float = 8.0  # per component; systemd's TimeoutStopSec covers them all
     _tick: asyncio.Task[None] | None = None
 
     @property
@@ -217,10 +219,21 @@ class Box:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick
         for sup in reversed(self.supervised):
+            started = time.monotonic()
             try:
-                await sup.stop()
+                # Bounded: one component that hangs on its way out (a device that never
+                # answers, a child process that ignores its signal) must not hold the box's
+                # stop past systemd's budget and every other component's stop with it.
+                await asyncio.wait_for(sup.stop(), self.stop_timeout_s)
+            except TimeoutError:
+                log.error("%s did not stop within %.0f s; left behind", sup.name,
+                          self.stop_timeout_s)
             except Exception:
                 log.exception("%s failed to stop cleanly", sup.name)
+            else:
+                took = time.monotonic() - started
+                if took > 1.0:
+                    log.warning("%s took %.1f s to stop", sup.name, took)
         self.supervised.clear()
 
     def close(self) -> None:

@@ -103,3 +103,50 @@ def test_a_dying_component_is_restarted_and_reported_once_each_way(
     health = [e["data"] for e in runtime.store.events_after(0, 100, ["device.health"])
               if e["data"]["device"] == "component.flaky"]
     assert [(h["online"], h["grade"]) for h in health] == [(False, "B"), (True, None)]
+
+
+class Stuck:
+    """A component whose stop never returns (a device that never answers its goodbye)."""
+
+    name = "stuck"
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        await asyncio.sleep(3600)
+
+
+class Quick:
+    name = "quick"
+    stopped = False
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+def test_a_component_that_hangs_on_stop_does_not_hold_the_box(
+        hall_config: HallConfig, clock: FakeClock, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    quick = Quick()
+
+    async def main() -> float:
+        box = build_box(hall_config, tmp_path / "box", clock=clock, devices=False)
+        box.components[:0] = [quick]  # started first, stopped last: behind the stuck one
+        box.components.append(Stuck())
+        box.stop_timeout_s = 0.3
+        await box.start()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await box.stop()
+        took = loop.time() - t0
+        box.close()
+        return took
+
+    with caplog.at_level(logging.ERROR, logger="edge.assembly"):
+        took = asyncio.run(main())
+    assert took < 5 and quick.stopped
+    assert any("stuck did not stop within" in r.getMessage() for r in caplog.records)
