@@ -256,6 +256,52 @@ def test_big_bodies_are_refused_before_parsing(client: TestClient,
     assert runtime.hall.tickets == {}
 
 
+def test_a_chunked_body_is_counted_whatever_its_content_length_claims() -> None:
+    """Content-Length lets a body through uncounted only without Transfer-Encoding: a request
+    that sends both (a smuggling attempt) is counted as it arrives."""
+    from edge.api.limits import LanGate
+
+    reached: list[bytes] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            msg = await receive()
+            reached.append(msg.get("body", b""))
+            if not msg.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def one(headers: list[tuple[bytes, bytes]], parts: list[bytes]
+                  ) -> list[dict[str, Any]]:
+        gate = LanGate(app, cap=4, allowed=None, max_body=100)
+        left = list(parts)
+
+        async def receive() -> dict[str, Any]:
+            body = left.pop(0)
+            return {"type": "http.request", "body": body, "more_body": bool(left)}
+
+        sent: list[dict[str, Any]] = []
+
+        async def send(msg: dict[str, Any]) -> None:
+            sent.append(msg)
+
+        await gate({"type": "http", "method": "POST", "path": "/api/v1/tickets",
+                    "headers": headers}, receive, send)
+        assert gate.in_flight == 0
+        return sent
+
+    sent = asyncio.run(one([(b"content-length", b"10"), (b"transfer-encoding", b"chunked")],
+                           [b"A" * 60, b"A" * 60, b"A" * 60]))
+    assert sent[0]["status"] == 413 and b"too-large" in sent[1]["body"]
+    assert reached == [b"A" * 60]  # the chunk that went over never reached the app
+    reached.clear()
+    sent = asyncio.run(one([(b"content-length", b"100")], [b"A" * 100]))
+    assert sent[0]["status"] == 200 and reached == [b"A" * 100]
+    sent = asyncio.run(one([(b"content-length", b"101")], [b"A" * 101]))
+    assert sent[0]["status"] == 413
+
+
 def test_seqs_are_validated_strictly(client: TestClient, runtime: HallRuntime) -> None:
     problem(client.get("/api/v1/events?after_seq=99999999999999999999", headers=MANAGER),
             422, "validation")

@@ -48,7 +48,7 @@ def test_spec_declares_bearer_roles_and_problems(client: TestClient) -> None:
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
             assert "x-roles" in op, (method, path)
-            # every operation may meet the request cap (edge.api.limits.RequestCap)
+            # every operation may meet the request cap (edge.api.limits.LanGate)
             assert "Retry-After" in op["responses"]["503"]["headers"], (method, path)
             assert "max_requests" in op["responses"]["503"]["description"]
             for status, resp in op["responses"].items():

@@ -29,7 +29,7 @@ from edge.api import (
 )
 from edge.api.deps import ApiContext
 from edge.api.guards import Guards
-from edge.api.limits import BodyLimit, HostAllowlist, RequestCap, own_hosts
+from edge.api.limits import LanGate, own_hosts
 from edge.api.serve import request_cap
 from edge.api.streams import StreamHub
 from edge.assembly import HallServices
@@ -43,8 +43,12 @@ ROUTERS = (tickets, appointments, windows, journal, health, evaluators, fingerpr
 
 def create_app(rt: HallRuntime, services: HallServices | None = None) -> FastAPI:
     services = services or HallServices()
+    # docs_url: the pages serve /docs from the box's own swagger-ui files. No OpenTelemetry:
+    # a box exports nothing of the kind (its record is the journal), and FastAPI would look
+    # for a configured provider on every request.
     app = FastAPI(title="hallbox", version="1", summary="A government service hall's box",
-                  docs_url=None)  # pages: /docs from the box's own swagger-ui files
+                  docs_url=None,
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     problems.install(app)
     app.state.runtime = rt
     app.state.services = services
@@ -55,11 +59,11 @@ def create_app(rt: HallRuntime, services: HallServices | None = None) -> FastAPI
     pages_api = pages.install(app, rt, services)
     spec.install(app, [*(area.router for area in ROUTERS), pages_api])
     api = rt.config.api
-    # Added last is outermost: the request cap first (the cheapest refusal when busy), then
-    # the Host check, then the body limit, before any parsing.
-    app.add_middleware(BodyLimit, max_bytes=api.limits.max_body_bytes)
-    app.add_middleware(HostAllowlist, allowed=own_hosts(api.allowed_hosts, api.host))
-    app.add_middleware(RequestCap, cap=request_cap(api))
+    # Before any parsing: the request cap (the cheapest refusal when busy), the Host check,
+    # the body limit.
+    app.add_middleware(LanGate, cap=request_cap(api),
+                       allowed=own_hosts(api.allowed_hosts, api.host),
+                       max_body=api.limits.max_body_bytes)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

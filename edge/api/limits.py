@@ -78,101 +78,6 @@ def send_problem(status: int, code: str, detail: str, instance: str,
             {"type": "http.response.body", "body": data}]
 
 
-class BodyLimit:
-    """413 problem for a body over `max_bytes`, decided before anything parses it: from
-    Content-Length when given, else by counting the bytes as they arrive."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope.get("path", "")
-        headers = scope.get("headers", [])
-        if scope.get("method") in ("GET", "HEAD") and not any(
-                n in (b"content-length", b"transfer-encoding") for n, _ in headers):
-            # No body: nothing to count, and the streams' many writes pass unwrapped.
-            await self.app(scope, receive, send)
-            return
-        for name, value in headers:
-            if name == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    length = self.max + 1
-                if length > self.max:
-                    await self._refuse(send, path)
-                    return
-        seen = 0
-        started = False
-
-        async def counted() -> Message:
-            nonlocal seen
-            msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.max:
-                    # An HTTPException passes FastAPI's body reading unchanged and becomes
-                    # the 413 problem in the app's handler.
-                    raise TooLarge(413, f"request bodies are at most {self.max} bytes")
-            return msg
-
-        async def tracking(msg: Message) -> None:
-            nonlocal started
-            if msg["type"] == "http.response.start":
-                started = True
-            await send(msg)
-
-        try:
-            await self.app(scope, counted, tracking)
-        except TooLarge:
-            if not started:
-                await self._refuse(send, path)
-
-    async def _refuse(self, send: Send, path: str) -> None:
-        for msg in send_problem(413, "too-large", f"request bodies are at most {self.max} "
-                                "bytes", path, [(b"connection", b"close")]):
-            await send(msg)
-
-
-class RequestCap:
-    """At most `cap` HTTP requests in flight (the live streams included); one more gets a 503
-    problem+json saying why, with Retry-After, instead of uvicorn's plain-text 503 at its own
-    connection cap (which stays above this one: edge.api.serve.request_cap)."""
-
-    def __init__(self, app: ASGIApp, cap: int, retry_after_s: int = 2) -> None:
-        self.app = app
-        self.cap = cap
-        self.retry_after = retry_after_s
-        self.in_flight = 0
-        self.most = 0
-        self.refused = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if self.in_flight >= self.cap:
-            self.refused += 1
-            for msg in send_problem(
-                    503, "too-many-requests-in-flight",
-                    f"this box serves at most {self.cap} requests at once (live streams "
-                    f"included) and is at that limit; try again in {self.retry_after} s",
-                    scope.get("path", ""),
-                    [(b"retry-after", str(self.retry_after).encode())]):
-                await send(msg)
-            return
-        self.in_flight += 1
-        self.most = max(self.most, self.in_flight)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.in_flight -= 1
-
-
 class TooLarge(HTTPException):
     pass
 
@@ -223,27 +128,124 @@ def host_of(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
-class HostAllowlist:
-    """Answers only to the box's own names: a DNS-rebinding page on another name gets 421."""
+class LanGate:
+    """What the hall LAN must pass before the API parses anything, in one ASGI layer (one
+    layer per check cost a coroutine and its frames on every request, the busiest route's
+    included):
 
-    def __init__(self, app: ASGIApp, allowed: set[str] | None) -> None:
+    1. at most `cap` HTTP requests in flight (the live streams included): one more gets a 503
+       problem+json saying why, with Retry-After, instead of uvicorn's plain-text 503 at its
+       own connection cap (which stays above this one: edge.api.serve.request_cap);
+    2. only the box's own Host names (`allowed`; None: any): a DNS-rebinding page on another
+       name gets 421, a WebSocket close 1008;
+    3. bodies of at most `max_body` bytes, refused with 413 before anything parses them: from
+       Content-Length when given, else (chunked) by counting the bytes as they arrive.
+    """
+
+    def __init__(self, app: ASGIApp, *, cap: int, allowed: set[str] | None, max_body: int,
+                 retry_after_s: int = 2) -> None:
         self.app = app
+        self.cap = cap
         self.allowed = allowed
+        self.max_body = max_body
+        self.retry_after = retry_after_s
+        self.in_flight = 0
+        self.most = 0
+        self.refused = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.allowed is None or scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind == "websocket":
+            if self.allowed is not None and host_of(_host(scope)) not in self.allowed:
+                await send({"type": "websocket.close", "code": 1008})
+                return
             await self.app(scope, receive, send)
             return
-        host = next((v.decode("latin-1") for k, v in scope.get("headers", [])
-                     if k == b"host"), "")
-        if host_of(host) in self.allowed:
+        if kind != "http":
             await self.app(scope, receive, send)
             return
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
+        if self.in_flight >= self.cap:
+            self.refused += 1
+            await _send_all(send, send_problem(
+                503, "too-many-requests-in-flight",
+                f"this box serves at most {self.cap} requests at once (live streams "
+                f"included) and is at that limit; try again in {self.retry_after} s",
+                scope.get("path", ""), [(b"retry-after", str(self.retry_after).encode())]))
             return
-        for msg in send_problem(421, "unknown-host", f"this box does not answer to host "
-                                f"{host[:100]!r}", scope.get("path", "")):
+        self.in_flight += 1
+        if self.in_flight > self.most:
+            self.most = self.in_flight
+        try:
+            if self.allowed is not None:
+                host = _host(scope)
+                if host_of(host) not in self.allowed:
+                    await _send_all(send, send_problem(
+                        421, "unknown-host", f"this box does not answer to host {host[:100]!r}",
+                        scope.get("path", "")))
+                    return
+            await self._bounded(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _bounded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        length: int | None = None
+        chunked = False
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = self.max_body + 1
+            elif name == b"transfer-encoding":
+                chunked = True
+        if length is not None and length > self.max_body:
+            await self._too_large(send, scope)
+            return
+        if not chunked:
+            # No body, or one of a Content-Length within the limit: the server reads exactly
+            # that many bytes, so there is nothing to count (and the streams' many writes,
+            # the busiest routes' answers, pass unwrapped).
+            await self.app(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_body:
+                    # An HTTPException passes FastAPI's body reading unchanged and becomes
+                    # the 413 problem in the app's handler.
+                    raise TooLarge(413, f"request bodies are at most {self.max_body} bytes")
+            return msg
+
+        async def tracking(msg: Message) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
             await send(msg)
 
+        try:
+            await self.app(scope, counted, tracking)
+        except TooLarge:
+            if not started:
+                await self._too_large(send, scope)
 
+    async def _too_large(self, send: Send, scope: Scope) -> None:
+        await _send_all(send, send_problem(
+            413, "too-large", f"request bodies are at most {self.max_body} bytes",
+            scope.get("path", ""), [(b"connection", b"close")]))
+
+
+def _host(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            return str(value.decode("latin-1"))
+    return ""
+
+
+async def _send_all(send: Send, messages: list[Message]) -> None:
+    for msg in messages:
+        await send(msg)

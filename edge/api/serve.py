@@ -4,7 +4,7 @@
   buffered (the evaluator's own 4 KB check comes after);
 - `limit_concurrency`: connections beyond the cap get 503 from uvicorn instead of taking file
   descriptors until accept() fails; the cap stays below the process's file limit; requests in
-  flight are capped lower by the app itself (edge.api.limits.RequestCap, `request_cap`), so a
+  flight are capped lower by the app itself (edge.api.limits.LanGate, `request_cap`), so a
   refusal is normally the box's 503 problem+json, not uvicorn's plain text;
 - accept errors (out of file descriptors) are logged once, and once more when accepting works
   again, not once per attempt.
@@ -34,7 +34,7 @@ def connection_cap(api: ApiSection) -> int:
 
 
 def request_cap(api: ApiSection) -> int:
-    """edge.api.limits.RequestCap's cap: [api.limits] max_requests, and below uvicorn's
+    """edge.api.limits.LanGate's cap: [api.limits] max_requests, and below uvicorn's
     connection cap by a margin (idle keep-alive connections count there, not here), so the
     box answers its own 503 problem+json before uvicorn's plain-text one."""
     conns = connection_cap(api)
