@@ -42,4 +42,6 @@ async def check_in(code: Annotated[str, PathParam(max_length=32)], request: Requ
                    response: Response, ctx: Ctx,
                    who: Annotated[Principal, Depends(Roles("kiosk", "manager"))]
                    ) -> dict[str, Any]:
-    return await issue_and_print(ctx, request, response, who, lambda h: h.check_in(code))
+    view, response.status_code = await issue_and_print(ctx, request, who,
+                                                       lambda h: h.check_in(code))
+    return view

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, TypeVar
 
 from fastapi import HTTPException
 from starlette.requests import HTTPConnection
@@ -17,6 +19,7 @@ from starlette.requests import HTTPConnection
 from edge.api.deps import ApiContext, ctx_of
 
 ROLES = ("kiosk", "console", "staff", "manager", "central")
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 
 def sha256_hex(token: str) -> str:
@@ -104,4 +107,17 @@ class OpenTo(Roles):
 
     async def __call__(self, conn: HTTPConnection  # type: ignore[override]
                        ) -> Principal | None:
-        return identify(conn, ctx_of(conn), self.query_token)
+        return self.caller(conn, ctx_of(conn))
+
+    def caller(self, conn: HTTPConnection, ctx: ApiContext) -> Principal | None:
+        return identify(conn, ctx, self.query_token)
+
+
+def declares(roles: Roles) -> Callable[[Endpoint], Endpoint]:
+    """For a route that identifies its caller in its own body instead of through a
+    dependency: the spec (edge.api.spec) reads the route's roles from here, the same object
+    the route checks with."""
+    def mark(endpoint: Endpoint) -> Endpoint:
+        endpoint.roles = roles  # type: ignore[attr-defined]
+        return endpoint
+    return mark

@@ -45,6 +45,9 @@ def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def _roles(dep: Dependant) -> Roles | None:
+    declared = getattr(dep.call, "roles", None)  # edge.api.auth.declares
+    if isinstance(declared, Roles):
+        return declared
     if isinstance(dep.call, Roles):
         return dep.call
     for sub in dep.dependencies:
@@ -109,9 +112,9 @@ def _document(op: dict[str, Any], route: APIRoute) -> None:
     if _has_input(route.dependant):
         add.add(422)
     if route.dependant.body_params:
-        add.add(413)  # edge.api.limits.BodyLimit, before parsing
-    add.add(421)  # edge.api.limits.HostAllowlist
-    add.add(503)  # edge.api.limits.RequestCap: too many requests in flight
+        add.add(413)  # edge.api.limits.LanGate, before parsing
+    add.add(421)  # edge.api.limits.LanGate
+    add.add(503)  # edge.api.limits.LanGate: too many requests in flight
     for status in add:
         responses.setdefault(str(status), {"description": TITLES[status]})
     if "503" in responses and "Retry-After" not in responses["503"].get("headers", {}):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict
+from starlette.responses import Response
 
 from edge.domain.model import Ticket
 from edge.domain.queue import Hall
@@ -12,6 +14,12 @@ from edge.domain.queue import Hall
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def json_answer(doc: dict[str, Any], status: int = 200) -> Response:
+    """An answer serialised once, as it is: for routes whose answer is already plain JSON
+    (returning the dict would have FastAPI validate it against `Any` and re-encode it)."""
+    return Response(orjson.dumps(doc), status_code=status, media_type="application/json")
 
 
 def ticket_view(hall: Hall, t: Ticket, ahead: int | None = None) -> dict[str, Any]:
