@@ -132,6 +132,8 @@ class QueueMachine(RuleBasedStateMachine):
         streak = h.windows[window].priority_streak
         waiting = [t for t in h.tickets.values() if t.state == TicketState.WAITING
                    and h._serves(window, t.service)]
+        # Keys as they were when the choice was made: calling a ticket clears its `front`.
+        fifo = {t.id: h._fifo_key(t) for t in waiting}
         events = self.attempt(lambda: h.call_next(window))
         if not events:
             return
@@ -140,7 +142,7 @@ class QueueMachine(RuleBasedStateMachine):
         cls = h.classify(called, now)
         # FIFO within a class and service (due appointments: by slot, then by arrival)
         def order(t: Any) -> tuple[Any, ...]:
-            return (t.slot_start, *h._fifo_key(t)) if cls == "appointment" else h._fifo_key(t)
+            return (t.slot_start, *fifo[t.id]) if cls == "appointment" else fifo[t.id]
 
         for other in waiting:
             if other is not called and other.service == called.service \
