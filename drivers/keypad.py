@@ -99,6 +99,7 @@ class KeypadDriver:
                 self.health[k.id].offline(f"bus {bus_id}: {reason}")
 
     def _on_data(self, bus_id: str, data: bytes) -> None:
+        keys: list[tuple[KeypadConfig, kp.KeypadFrame, Any]] = []
         for f in self.decoders[bus_id].feed(data):
             k = self.by_addr.get((bus_id, f.address))
             if k is None or f.func >= 0x80:
@@ -109,8 +110,14 @@ class KeypadDriver:
                 t = asyncio.get_running_loop().create_task(self._login(k, f))
                 self._tasks.add(t)
                 t.add_done_callback(self._tasks.discard)
+                continue
+            op = self._op(k, f)
+            if op is None:
+                self._send(k, kp.ack(k.address, f.func, kp.AckStatus.BAD_DATA))
             else:
-                self._key(k, f)
+                keys.append((k, f, op))
+        if keys:
+            self._keys(keys)
 
     def _send(self, k: KeypadConfig, data: bytes) -> None:
         try:
@@ -162,22 +169,32 @@ class KeypadDriver:
             return lambda h: (None, h.transfer(w, service)[1])
         return None
 
-    def _key(self, k: KeypadConfig, f: kp.KeypadFrame) -> None:
-        op = self._op(k, f)
-        if op is None:
-            self._send(k, kp.ack(k.address, f.func, kp.AckStatus.BAD_DATA))
-            return
+    def _keys(self, keys: list[tuple[KeypadConfig, kp.KeypadFrame, Any]]) -> None:
+        """The keys of one read, applied now in key order and committed together; each pad is
+        acknowledged once its key is on disk (never before), a refused key at once."""
         try:
-            # Applied now, in key order; acknowledged on the pad once it is on disk.
-            result, done = self.rt.submit(op)
-        except DomainError as e:
-            self._refuse(k, f, e.code)
-            return
+            results, done = self.rt.submit_each([op for _k, _f, op in keys])
         except Exception:
-            log.exception("%s: key %#04x failed", k.id, f.func)
-            self._refuse(k, f, "error")
+            log.exception("keys from %s failed", keys[0][0].bus)
+            for k, f, _op in keys:
+                self._refuse(k, f, "error")
             return
-        done.when_durable(lambda error: self._answer(k, f, result, error))
+        accepted: list[tuple[KeypadConfig, kp.KeypadFrame, Any]] = []
+        for (k, f, _op), result in zip(keys, results, strict=True):
+            if isinstance(result, DomainError):
+                self._refuse(k, f, result.code)
+            elif isinstance(result, Exception):
+                log.error("%s: key %#04x failed: %s", k.id, f.func, result)
+                self._refuse(k, f, "error")
+            else:
+                accepted.append((k, f, result))
+        if accepted:
+            done.when_durable(lambda error: self._answer_all(accepted, error))
+
+    def _answer_all(self, accepted: list[tuple[KeypadConfig, kp.KeypadFrame, Any]],
+                    error: BaseException | None) -> None:
+        for k, f, result in accepted:
+            self._answer(k, f, result, error)
 
     def _answer(self, k: KeypadConfig, f: kp.KeypadFrame, result: Any,
                 error: BaseException | None) -> None:

@@ -68,6 +68,16 @@ class StateRows:
             [(a.code, a.state.value, dumps(a).decode()) for a in appointments],
             list((meta or {}).items()))
 
+    def extend(self, later: StateRows) -> None:
+        """Add a later operation's rows (written after these; a later row of the same
+        ticket or window replaces the earlier one)."""
+        self.tickets += later.tickets
+        self.windows += later.windows
+        self.appointments += later.appointments
+        if later.meta:
+            keys = {k for k, _ in later.meta}
+            self.meta = [m for m in self.meta if m[0] not in keys] + later.meta
+
     def __bool__(self) -> bool:
         return bool(self.tickets or self.windows or self.appointments or self.meta)
 

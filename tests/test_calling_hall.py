@@ -97,6 +97,40 @@ def test_keypad_call_shows_on_window_and_main_board(tmp_path: Path) -> None:
     asyncio.run(go())
 
 
+def test_keys_read_in_one_go_are_each_answered_on_their_own(tmp_path: Path) -> None:
+    """Three CALLs in one write reach the box in one read and are committed together: the
+    one that calls someone is acknowledged OK once on disk, a window nobody staffs is refused,
+    a window with nobody left to call is told so, and only the first is on the record."""
+    async def go() -> None:
+        async with running_hall(tmp_path) as hall:
+            pads, boards = hall.keypads, hall.boards
+            await hall.take_ticket("ZCDJ")
+            assert await pads.key(3, kp.Func.KEY_LOGIN, b"S003:8003") == kp.AckStatus.OK
+            assert await pads.key(4, kp.Func.KEY_LOGIN, b"S004:8004") == kp.AckStatus.OK
+            before = {a: len(pads.acks[a]) for a in (3, 4, 5)}
+            pads.port.write(b"".join(kp.encode(kp.KeypadFrame(a, kp.Func.KEY_CALL, b""))
+                                     for a in (3, 5, 4)))
+
+            async def answered() -> None:
+                while any(len(pads.acks[a]) <= n for a, n in before.items()):
+                    await asyncio.sleep(0.01)
+
+            await asyncio.wait_for(answered(), 5)
+            status = {a: pads.acks[a][before[a]] for a in before}
+            assert status == {3: (kp.Func.KEY_CALL, kp.AckStatus.OK),
+                              5: (kp.Func.KEY_CALL, kp.AckStatus.REFUSED),
+                              4: (kp.Func.KEY_CALL, kp.AckStatus.REFUSED)}
+            await boards.wait_shown(3, "B001 请到3号窗口")
+            t = hall.rt.hall.ticket("B001")
+            assert t.state == "called" and t.window == 3
+            called = hall.rt.store.events_after(0, 1000, ["ticket.called"])
+            assert [(e["data"]["number"], e["data"]["window"]) for e in called] == [("B001", 3)]
+            kd = hall.component(KeypadDriver)
+            assert kd.last_error == {5: "window-not-logged-in", 4: "empty"}
+
+    asyncio.run(go())
+
+
 def test_keypad_runs_a_window_alone_and_ignores_noise(tmp_path: Path) -> None:
     async def go() -> None:
         async with running_hall(tmp_path) as hall:
