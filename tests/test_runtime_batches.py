@@ -109,3 +109,21 @@ def test_a_burst_of_calls_is_on_disk_as_in_memory(hall_config: HallConfig, clock
     memory = states(rt.hall)
     assert sum(1 for s, _w in memory.values() if s == "finished") == n
     assert states(reopened(rt, hall_config, clock, tmp_path / "data")) == memory
+
+
+def test_a_bug_in_one_operation_does_not_make_memory_forget_the_ones_queued_before(
+        hall_config: HallConfig, clock: FakeClock, tmp_path: Path) -> None:
+    rt = HallRuntime.open(hall_config, tmp_path / "data", clock=clock)
+    rt.tick()
+    for _ in range(20):
+        rt.submit(lambda h: h.issue("SHMS"))  # queued, not waited for
+
+    def bug(h: Hall) -> tuple[None, list[object]]:
+        h.ticket("A001").window = 9
+        raise RuntimeError("a bug midway")
+
+    with pytest.raises(RuntimeError):
+        rt.submit(bug)
+    memory = states(rt.hall)
+    assert len(memory) == 20 and memory["A001"] == ("waiting", None)
+    assert states(reopened(rt, hall_config, clock, tmp_path / "data")) == memory
