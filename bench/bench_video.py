@@ -12,8 +12,8 @@ Figures (one JSON line each, baseline measured in the same run):
 - export of a 5-minute clip (keyframe lookup + concat + faststart) vs a bare ffmpeg concat copy
   of the same segment files; target: at most 1 s.
 
-One camera costs a few ms of CPU a second and /proc counts in 10 ms ticks: the fewer cameras,
-the longer the window (WINDOWS_S), or the ticks would be the figure.
+One camera costs a few ms of CPU a second: CPU time is read from the scheduler's per-thread
+nanosecond counts (`cpu_s`), and the fewer cameras, the longer the window (WINDOWS_S).
 
 Run: .venv/bin/python -m bench.bench_video   (or python bench/bench_video.py)
 """
@@ -60,7 +60,23 @@ def emit(figure: str, value: float, unit: str, baseline: float | None, **extra: 
 
 
 def cpu_s(pid: int) -> float:
-    """utime + stime of a process (not its children), seconds."""
+    """CPU time of a process (its threads, not its children), seconds: the scheduler's
+    nanosecond count per thread (/proc/<pid>/task/*/schedstat), not utime + stime, which come
+    in 10 ms ticks: one camera's recorder runs a few ms a second, and a tick or two either way
+    was a tenth of the figure. Falls back to the ticks where schedstat is missing."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue  # a thread that ended meanwhile
+        if tasks:
+            return total / 1e9
+    except OSError:
+        pass
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
