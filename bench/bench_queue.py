@@ -45,7 +45,6 @@ import math
 import os
 import re
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,8 +56,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
-
+from bench.boxproc import serving
 from edge.clock import FakeClock
 from edge.config import HallConfig, load_config
 from edge.domain.queue import Hall
@@ -241,35 +239,13 @@ def _free_port() -> int:
 def hallbox_server(config: Path, data: Path) -> Iterator[tuple[str, int]]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    log = data.parent / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "run", "--config", str(config), "--data",
-             str(data), "--ignore-hours", "--no-devices", "--host", "127.0.0.1",
-             "--port", str(port)],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "HALLBOX_LOG": "WARNING"})
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        with httpx.Client(base_url=url, timeout=2, trust_env=False) as c:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"hallbox exited with {proc.returncode}: "
-                                       + log.read_text(errors="replace")[-2000:])
-                with contextlib.suppress(httpx.TransportError):
-                    if c.get("/healthz").status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError("hallbox did not become ready")
-                time.sleep(0.05)
+    args = [sys.executable, "-m", "edge.cli", "run", "--config", str(config), "--data",
+            str(data), "--ignore-hours", "--no-devices", "--host", "127.0.0.1", "--port",
+            str(port)]
+    with serving(args, url, data.parent / "server.log", "hallbox",
+                 env={"HALLBOX_LOG": "WARNING"}, ready_timeout_s=READY_TIMEOUT_S,
+                 stop_timeout_s=10) as proc:
         yield url, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 class LeanClient:
@@ -427,31 +403,10 @@ async def _tickets_at(cfg: HallConfig, port: int) -> Figure:
 
 def bench_http_floor(cfg: HallConfig, log: Path) -> Figure:
     port = _free_port()
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "bench.http_floor", "--port", str(port)],
-                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=2,
-                          trust_env=False) as c:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"http_floor exited with {proc.returncode}: "
-                                       + log.read_text(errors="replace")[-2000:])
-                with contextlib.suppress(httpx.TransportError):
-                    if c.get("/healthz").status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError("http_floor did not become ready")
-                time.sleep(0.05)
+    with serving([sys.executable, "-m", "bench.http_floor", "--port", str(port)],
+                 f"http://127.0.0.1:{port}", log, "http_floor",
+                 ready_timeout_s=READY_TIMEOUT_S, stop_timeout_s=10):
         return asyncio.run(_tickets_at(cfg, port))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def main() -> None:

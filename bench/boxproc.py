@@ -57,6 +57,38 @@ class BoxProcess:
 
 
 @contextlib.contextmanager
+def serving(args: list[str], url: str, log: Path, what: str, *,
+            env: dict[str, str] | None = None, ready_timeout_s: float = READY_TIMEOUT_S,
+            stop_timeout_s: float = 15) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process (its output in `log`); yields once `url`/healthz answers 200, then
+    terminates it (killed if it does not stop in time)."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})})
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        with httpx.Client(base_url=url, timeout=2, trust_env=False) as c:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{what} exited with {proc.returncode}: "
+                                       + log.read_text(errors="replace")[-2000:])
+                with contextlib.suppress(httpx.TransportError):
+                    if c.get("/healthz").status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{what} did not become ready")
+                time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@contextlib.contextmanager
 def hallbox_run(config: Path, data: Path, *, sim: bool = False, devices: bool = True,
                 env: dict[str, str] | None = None) -> Iterator[BoxProcess]:
     """`hallbox run` on a free loopback port; yields once /healthz answers."""
@@ -70,27 +102,6 @@ def hallbox_run(config: Path, data: Path, *, sim: bool = False, devices: bool = 
         args.append("--sim")
     if not devices:
         args.append("--no-devices")
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "HALLBOX_LOG": "WARNING", **(env or {})})
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        with httpx.Client(base_url=url, timeout=2, trust_env=False) as c:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"hallbox exited with {proc.returncode}: "
-                                       + log.read_text(errors="replace")[-2000:])
-                with contextlib.suppress(httpx.TransportError):
-                    if c.get("/healthz").status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError("hallbox did not become ready")
-                time.sleep(0.05)
+    with serving(args, url, log, "hallbox", env={"HALLBOX_LOG": "WARNING", **(env or {})}
+                 ) as proc:
         yield BoxProcess(url, proc, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
