@@ -313,31 +313,16 @@ class HttpCost:
 
 async def _http(cfg: HallConfig, url: str, pid: int, cost: HttpCost) -> tuple[Figure, Figure]:
     services = cycle([s.code for s in cfg.services])
-    remaining = 0
     lat: list[float] = []
     host, port = url.removeprefix("http://").split(":")
     clients = [LeanClient(host, int(port)) for _ in range(max(ISSUE_CONCURRENCY, len(cfg.windows)))]
     try:
-        async def issuer(c: LeanClient, t0: float) -> None:
-            nonlocal remaining
-            while remaining > 0 and time.perf_counter() - t0 < PHASE_CAP_S:
-                remaining -= 1
-                s = time.perf_counter()
-                # As the hall's paired kiosk: anonymous tickets are bounded per address.
-                r = await c.post("/api/v1/tickets", {"service": next(services)}, KIOSK)
-                lat.append(time.perf_counter() - s)
-                _ok(r, "take ticket")
-
-        remaining = WARMUP
-        await asyncio.gather(*(issuer(c, time.perf_counter()) for c in clients[:ISSUE_CONCURRENCY]))
-        remaining, lat = TICKETS, []
+        await _issue(clients[:ISSUE_CONCURRENCY], services, WARMUP)
         server0, client0 = cpu_s(pid), time.process_time()
-        t0 = time.perf_counter()
-        await asyncio.gather(*(issuer(c, t0) for c in clients[:ISSUE_CONCURRENCY]))
-        issued = Figure(len(lat), time.perf_counter() - t0, lat, ISSUE_CONCURRENCY)
+        issued = await _issue(clients[:ISSUE_CONCURRENCY], services, TICKETS)
         cost.server_cpu_s = cpu_s(pid) - server0
         cost.client_cpu_s = time.process_time() - client0
-        cost.requests = len(lat)
+        cost.requests = issued.count
 
         staff = list(staff_pins(cfg))
         tokens = await asyncio.gather(*(
@@ -374,11 +359,10 @@ def bench_http(cfg: HallConfig, config: Path, data: Path, cost: HttpCost
         return asyncio.run(_http(cfg, url, pid, cost))
 
 
-async def _tickets_at(cfg: HallConfig, port: int) -> Figure:
-    """WARMUP then TICKETS tickets from ISSUE_CONCURRENCY lean clients, the latter timed."""
-    services = cycle([s.code for s in cfg.services])
-    clients = [LeanClient("127.0.0.1", port) for _ in range(ISSUE_CONCURRENCY)]
-    remaining = 0
+async def _issue(clients: list[LeanClient], services: Iterator[str], count: int) -> Figure:
+    """`count` tickets taken by `clients` at once (as the hall's paired kiosk: anonymous
+    tickets are bounded per address), timed."""
+    remaining = count
     lat: list[float] = []
 
     async def issuer(c: LeanClient, t0: float) -> None:
@@ -390,12 +374,18 @@ async def _tickets_at(cfg: HallConfig, port: int) -> Figure:
             lat.append(time.perf_counter() - s)
             _ok(r, "take ticket")
 
+    t0 = time.perf_counter()
+    await asyncio.gather(*(issuer(c, t0) for c in clients))
+    return Figure(len(lat), time.perf_counter() - t0, lat, len(clients))
+
+
+async def _tickets_at(cfg: HallConfig, port: int) -> Figure:
+    """WARMUP then TICKETS tickets from ISSUE_CONCURRENCY lean clients, the latter timed."""
+    services = cycle([s.code for s in cfg.services])
+    clients = [LeanClient("127.0.0.1", port) for _ in range(ISSUE_CONCURRENCY)]
     try:
-        for count in (WARMUP, TICKETS):
-            remaining, lat = count, []
-            t0 = time.perf_counter()
-            await asyncio.gather(*(issuer(c, t0) for c in clients))
-        return Figure(len(lat), time.perf_counter() - t0, lat, ISSUE_CONCURRENCY)
+        await _issue(clients, services, WARMUP)
+        return await _issue(clients, services, TICKETS)
     finally:
         for c in clients:
             await c.close()
