@@ -145,10 +145,10 @@ async def take_ticket(body: TicketRequest, request: Request) -> Response:
     ctx = ctx_of(request)
     who = TAKERS.caller(request, ctx)
     if body.priority != "normal" or body.source != "kiosk":
-        check(who, ("kiosk", "staff", "manager"))
+        check(who, TAKERS.roles)
     if body.source == "desk":
         check(who, ("staff", "manager"))
-    anonymous = who is None or who.role not in ("kiosk", "staff", "manager")
+    anonymous = who is None or who.role not in TAKERS.roles
     address = client_address(request.scope)
     if anonymous:
         ctx.guards.tickets.before(address)
