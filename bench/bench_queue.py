@@ -42,7 +42,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import re
 import socket
 import sys
@@ -56,7 +55,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bench.boxproc import serving
+from bench.boxproc import cpu_s, serving
 from edge.clock import FakeClock
 from edge.config import HallConfig, load_config
 from edge.domain.queue import Hall
@@ -295,13 +294,6 @@ def _ok(answer: tuple[int, dict[str, Any]], what: str) -> dict[str, Any]:
     if status >= 300:
         raise RuntimeError(f"{what}: {status} {body}")
     return body
-
-
-def cpu_s(pid: int) -> float:
-    """utime + stime of a process, seconds."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

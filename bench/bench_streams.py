@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import re
 import statistics
 import sys
@@ -42,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.boxproc import hallbox_run, raise_nofile  # noqa: E402
+from bench.boxproc import cpu_s, hallbox_run, raise_nofile  # noqa: E402
 
 STREAM_CLIENTS = 1000
 TICKETS = 150  # per block
@@ -56,13 +55,6 @@ KIOSK = {"authorization": "Bearer demo-kiosk-token"}
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[max(0, math.ceil(p * len(xs)) - 1)]
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process, all its threads."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def take_tickets(c: httpx.AsyncClient, n: int) -> list[float]:

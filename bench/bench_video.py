@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.boxproc import cpu_s  # noqa: E402
 from drivers.camera import Camera  # noqa: E402
 from drivers.sim.camera import CameraSimHall, RtspSource, prepare_clip  # noqa: E402
 from edge.recorder import segments as S  # noqa: E402
@@ -50,36 +51,12 @@ TABLE = "recording CPU by cameras"
 # The video issue: recording CPU per camera at most 1.1 x a bare ffmpeg -c copy, same run.
 PER_CAMERA_TARGET = {"max": 1.1, "on": "ratio"}
 ROUNDS = 5
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def emit(figure: str, value: float, unit: str, baseline: float | None, **extra: Any) -> None:
     print(json.dumps({"bench": "video", "figure": figure, "value": round(value, 4),
                       "unit": unit, "baseline": None if baseline is None else round(baseline, 4),
                       **extra}), flush=True)
-
-
-def cpu_s(pid: int) -> float:
-    """CPU time of a process (its threads, not its children), seconds: the scheduler's
-    nanosecond count per thread (/proc/<pid>/task/*/schedstat), not utime + stime, which come
-    in 10 ms ticks: one camera's recorder runs a few ms a second, and a tick or two either way
-    was a tenth of the figure. Falls back to the ticks where schedstat is missing."""
-    total = 0
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-        for tid in tasks:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                continue  # a thread that ended meanwhile
-        if tasks:
-            return total / 1e9
-    except OSError:
-        pass
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def rss_mb() -> float:
